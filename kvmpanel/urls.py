@@ -1,0 +1,13 @@
+from django.contrib import admin
+from django.urls import include, path
+from django.views.generic import RedirectView
+
+admin.site.site_header = "kvmpanel backoffice"
+admin.site.site_title = "kvmpanel backoffice"
+
+urlpatterns = [
+    path("", RedirectView.as_view(pattern_name="vms:list", permanent=False)),
+    path("accounts/", include("accounts.urls")),
+    path("vms/", include("vms.urls")),
+    path("backoffice/", admin.site.urls),
+]

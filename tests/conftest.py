@@ -1,0 +1,73 @@
+"""The fixed cast and the libvirt test driver.
+
+alice owns VMs, bob is another customer (the outsider), staff runs the platform.
+"""
+
+import contextlib
+from pathlib import Path
+
+import pytest
+
+from vms import hypervisor
+
+from .factories import make_node, make_user, make_vm
+
+TEST_NODE_XML = """<node>
+  <cpu><nodes>1</nodes><sockets>1</sockets><cores>4</cores><threads>1</threads>
+       <active>4</active><mhz>2000</mhz><model>x86_64</model></cpu>
+  <memory>8388608</memory>
+</node>
+"""
+
+
+@pytest.fixture
+def alice(db):
+    return make_user("alice")
+
+
+@pytest.fixture
+def bob(db):
+    return make_user("bob")
+
+
+@pytest.fixture
+def staff(db):
+    return make_user("staff", is_staff=True)
+
+
+@pytest.fixture
+def alice_vm(alice):
+    return make_vm(alice)
+
+
+@pytest.fixture
+def test_driver_uri(tmp_path: Path) -> str:
+    """A fresh libvirt test-driver node for this test (a node XML file of its own)."""
+    node_file = tmp_path / "node.xml"
+    node_file.write_text(TEST_NODE_XML)
+    return f"test://{node_file}"
+
+
+@pytest.fixture
+def test_session(test_driver_uri, monkeypatch):
+    """One open test-driver connection, prepared like a real node, shared by every task in the test.
+
+    The test driver forgets everything when a connection closes, so tasks that
+    open their own connection are given this one instead (we mock at the door).
+    """
+    with hypervisor.connect(test_driver_uri) as session:
+        session.ensure_pool("test-pool", "/test-pool")
+        session.ensure_network("test-net", "kvp-test")
+
+        @contextlib.contextmanager
+        def reuse(uri):
+            assert uri == test_driver_uri
+            yield session
+
+        monkeypatch.setattr(hypervisor, "connect", reuse)
+        yield session
+
+
+@pytest.fixture
+def test_node(db, test_driver_uri, test_session):
+    return make_node(uri=test_driver_uri)

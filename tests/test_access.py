@@ -1,0 +1,98 @@
+"""Every VM URL, tried as the owner, the outsider, staff and anonymous."""
+
+import pytest
+from django.urls import reverse
+
+from vms.models import Operation
+
+pytestmark = pytest.mark.django_db
+
+
+def vm_urls(vm):
+    return {
+        "detail": ("get", reverse("vms:detail", args=[vm.uuid])),
+        "live": ("get", reverse("vms:live", args=[vm.uuid])),
+        "delete-page": ("get", reverse("vms:delete", args=[vm.uuid])),
+        "delete": ("post", reverse("vms:delete", args=[vm.uuid])),
+        **{
+            kind: ("post", reverse("vms:action", args=[vm.uuid, kind]))
+            for kind in ("start", "shutdown", "force_off", "reboot")
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    "name", ["detail", "live", "delete-page", "delete", "start", "shutdown", "force_off", "reboot"]
+)
+def test_the_outsider_gets_404_on_every_vm_url(client, alice_vm, bob, name):
+    client.force_login(bob)
+    method, url = vm_urls(alice_vm)[name]
+    data = {"confirm_hostname": alice_vm.hostname} if name == "delete" else {}
+    response = getattr(client, method)(url, data)
+    assert response.status_code == 404
+    assert not Operation.objects.exists()
+
+
+@pytest.mark.parametrize("name", ["detail", "live", "delete-page", "delete", "start", "reboot"])
+def test_anonymous_is_sent_to_sign_in(client, alice_vm, name):
+    method, url = vm_urls(alice_vm)[name]
+    response = getattr(client, method)(url)
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("login"))
+
+
+def test_the_owner_sees_their_vm(client, alice, alice_vm):
+    client.force_login(alice)
+    response = client.get(alice_vm.get_absolute_url())
+    assert response.status_code == 200
+    assert alice_vm.hostname in response.content.decode()
+
+
+def test_staff_see_any_vm(client, staff, alice_vm):
+    client.force_login(staff)
+    assert client.get(alice_vm.get_absolute_url()).status_code == 200
+
+
+def test_the_list_shows_only_my_vms(client, alice, bob, alice_vm):
+    from .factories import make_vm
+
+    bobs = make_vm(bob, hostname="bobs-secret-vm")
+    client.force_login(alice)
+    page = client.get(reverse("vms:list")).content.decode()
+    assert alice_vm.hostname in page
+    assert bobs.hostname not in page
+
+
+def test_staff_list_shows_everyone(client, staff, alice_vm):
+    client.force_login(staff)
+    assert alice_vm.hostname in client.get(reverse("vms:list")).content.decode()
+
+
+@pytest.mark.parametrize("kind", ["start", "shutdown", "force_off", "reboot"])
+def test_actions_reject_get(client, alice, alice_vm, kind):
+    client.force_login(alice)
+    response = client.get(reverse("vms:action", args=[alice_vm.uuid, kind]))
+    assert response.status_code == 405
+
+
+def test_an_unknown_action_is_404(client, alice, alice_vm):
+    client.force_login(alice)
+    response = client.post(reverse("vms:action", args=[alice_vm.uuid, "migrate"]))
+    assert response.status_code == 404
+
+
+def test_actions_need_csrf(alice, alice_vm):
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(alice)
+    response = client.post(reverse("vms:action", args=[alice_vm.uuid, "reboot"]))
+    assert response.status_code == 403
+    assert not Operation.objects.exists()
+
+
+def test_customers_cannot_reach_the_backoffice(client, alice):
+    client.force_login(alice)
+    response = client.get(reverse("admin:vms_virtualmachine_changelist"))
+    assert response.status_code == 302
+    assert "login" in response["Location"]

@@ -1,0 +1,119 @@
+"""Domain verbs: they check, record an operation, and enqueue its task after commit."""
+
+import pytest
+from django.urls import reverse
+
+from vms import actions
+from vms.choices import NodeStatus, OperationKind, OperationStatus, VMState
+from vms.models import Operation, VirtualMachine
+
+from .factories import make_image, make_node, make_plan
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def enqueued(monkeypatch):
+    calls = []
+    monkeypatch.setattr(actions, "enqueue", lambda operation: calls.append(operation))
+    return calls
+
+
+def test_a_request_records_an_operation_and_enqueues_it_on_commit(
+    alice, alice_vm, enqueued, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        operation = actions.request(alice_vm, alice, OperationKind.REBOOT)
+    assert (operation.kind, operation.status, operation.user) == ("reboot", "queued", alice)
+    assert enqueued == [operation]
+
+
+def test_a_second_operation_is_refused_while_one_is_active(alice, alice_vm, enqueued):
+    actions.request(alice_vm, alice, OperationKind.REBOOT)
+    with pytest.raises(actions.ActionRefused, match="still in progress"):
+        actions.request(alice_vm, alice, OperationKind.FORCE_OFF)
+    assert Operation.objects.count() == 1
+
+
+def test_the_database_itself_allows_one_active_operation_per_vm(alice, alice_vm):
+    from django.db import IntegrityError, transaction
+
+    Operation.objects.create(vm=alice_vm, kind="start", status=OperationStatus.RUNNING)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Operation.objects.create(vm=alice_vm, kind="reboot", status=OperationStatus.QUEUED)
+    Operation.objects.create(vm=alice_vm, kind="reboot", status=OperationStatus.FAILED)
+
+
+def test_an_action_that_does_not_fit_the_state_is_refused(alice, alice_vm, enqueued):
+    alice_vm.set_state(VMState.STOPPED)
+    with pytest.raises(actions.ActionRefused, match="Cannot shut down a VM that is stopped"):
+        actions.request(alice_vm, alice, OperationKind.SHUTDOWN)
+    assert not Operation.objects.exists()
+
+
+def test_changes_are_refused_while_the_node_is_unreachable(alice, alice_vm, enqueued):
+    alice_vm.node.status = NodeStatus.UNREACHABLE
+    alice_vm.node.save()
+    with pytest.raises(actions.ActionRefused, match="unreachable"):
+        actions.request(alice_vm, alice, OperationKind.REBOOT)
+
+
+def test_create_places_the_vm_on_an_online_node(alice, enqueued):
+    make_node(status=NodeStatus.UNREACHABLE)
+    online = make_node()
+    vm = actions.create_vm(owner=alice, plan=make_plan(), image=make_image(), hostname="web")
+    assert vm.node == online
+    assert vm.state == VMState.PROVISIONING
+    assert vm.operations.get().kind == OperationKind.CREATE
+
+
+def test_create_is_refused_with_no_node(alice, enqueued):
+    with pytest.raises(actions.ActionRefused, match="No hypervisor node"):
+        actions.create_vm(owner=alice, plan=make_plan(), image=make_image(), hostname="web")
+    assert not VirtualMachine.objects.exists()
+
+
+def test_the_create_page_creates_a_vm_and_shows_it(client, alice, enqueued):
+    make_node()
+    plan, image = make_plan(), make_image()
+    client.force_login(alice)
+    response = client.post(
+        reverse("vms:create"), {"plan": plan.pk, "image": image.pk, "hostname": "web-1"}, follow=True
+    )
+    vm = VirtualMachine.objects.get()
+    assert (vm.owner, vm.hostname) == (alice, "web-1")
+    assert response.redirect_chain[-1][0] == vm.get_absolute_url()
+    assert "Creating web-1" in response.content.decode()
+
+
+def test_the_create_page_rejects_a_hostile_hostname_and_creates_nothing(client, alice, enqueued):
+    make_node()
+    plan, image = make_plan(), make_image()
+    client.force_login(alice)
+    response = client.post(
+        reverse("vms:create"), {"plan": plan.pk, "image": image.pk, "hostname": "x</name><devices>"}
+    )
+    assert response.status_code == 200
+    assert "is-invalid" in response.content.decode()
+    assert not VirtualMachine.objects.exists()
+
+
+def test_delete_needs_the_hostname_typed(client, alice, alice_vm, enqueued):
+    client.force_login(alice)
+    url = reverse("vms:delete", args=[alice_vm.uuid])
+    response = client.post(url, {"confirm_hostname": "wrong"})
+    assert "exactly" in response.content.decode()
+    assert not Operation.objects.exists()
+    client.post(url, {"confirm_hostname": alice_vm.hostname})
+    assert Operation.objects.get().kind == OperationKind.DELETE
+
+
+def test_the_list_page_costs_the_same_queries_for_many_vms(client, alice, django_assert_max_num_queries):
+    from .factories import make_vm
+
+    node, plan, image = make_node(), make_plan(), make_image()
+    for _ in range(30):
+        make_vm(alice, node=node, plan=plan, image=image)
+    client.force_login(alice)
+    with django_assert_max_num_queries(6):
+        assert client.get(reverse("vms:list")).status_code == 200

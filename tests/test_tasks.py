@@ -1,0 +1,155 @@
+"""Operation tasks against the libvirt test driver: bookkeeping, idempotence, rollback."""
+
+import pytest
+
+from vms import hypervisor, tasks
+from vms.choices import OperationKind, OperationStatus, VMState
+from vms.hypervisor import xml
+from vms.models import Operation
+
+from .factories import make_image, make_plan, make_vm
+
+pytestmark = pytest.mark.django_db
+
+
+class FakeRequest:
+    retries = 0
+
+
+class FakeTask:
+    """Stands in for the bound Celery task: run_operation needs retries and retry()."""
+
+    max_retries = 3
+
+    def __init__(self):
+        self.request = FakeRequest()
+        self.retried_with = None
+
+    def retry(self, exc, countdown):
+        self.retried_with = (exc, countdown)
+        return RuntimeError("retry")
+
+
+@pytest.fixture
+def image(test_session):
+    test_session._conn.storagePoolLookupByName("test-pool").createXML(
+        xml.volume_xml("image-debian.qcow2", 2 * 1024**3, "qcow2"), 0
+    )
+    return make_image(volume_name="image-debian.qcow2")
+
+
+@pytest.fixture
+def new_vm(alice, test_node, image):
+    return make_vm(alice, node=test_node, image=image, plan=make_plan(disk_gb=8), state=VMState.PROVISIONING)
+
+
+def run(vm, kind, user=None, task=None):
+    operation = Operation.objects.create(vm=vm, kind=kind, user=user)
+    tasks.run_operation(task or FakeTask(), operation.pk, tasks.WORK[kind])
+    operation.refresh_from_db()
+    vm.refresh_from_db()
+    return operation
+
+
+def test_create_makes_the_disk_and_the_domain_and_starts_it(new_vm, test_session):
+    operation = run(new_vm, OperationKind.CREATE)
+    assert (operation.status, operation.attempt, operation.error) == ("succeeded", 1, "")
+    assert new_vm.state == VMState.RUNNING
+    assert test_session.power_state(new_vm.domain_name) == hypervisor.PowerState.RUNNING
+    assert new_vm.disk_volume in test_session.volume_names("test-pool")
+    assert new_vm.domain_name.startswith("test-")
+
+
+def test_create_run_twice_ends_in_the_same_state(new_vm, test_session):
+    run(new_vm, OperationKind.CREATE)
+    again = run(new_vm, OperationKind.CREATE)
+    assert again.status == OperationStatus.SUCCEEDED
+    assert test_session.domain_names() == [new_vm.domain_name]
+    assert test_session.volume_names("test-pool") == sorted(["image-debian.qcow2", new_vm.disk_volume])
+
+
+def test_a_failed_create_leaves_no_orphan_disk_or_domain(new_vm, test_session, monkeypatch):
+    def broken_start(name):
+        raise hypervisor.OperationFailed("could not start: no room for the VM")
+
+    monkeypatch.setattr(test_session, "start", broken_start)
+    operation = run(new_vm, OperationKind.CREATE)
+    assert operation.status == OperationStatus.FAILED
+    assert "no room" in operation.error
+    assert new_vm.state == VMState.ERROR
+    assert test_session.domain_names() == []
+    assert test_session.volume_names("test-pool") == ["image-debian.qcow2"]
+
+
+def test_a_missing_image_fails_the_create_with_its_reason(alice, test_node, test_session):
+    vm = make_vm(alice, node=test_node, image=make_image(volume_name="gone.qcow2"), state="provisioning")
+    operation = run(vm, OperationKind.CREATE)
+    assert operation.status == OperationStatus.FAILED
+    assert "gone.qcow2" in operation.error
+    assert test_session.domain_names() == []
+
+
+def test_power_operations_follow_the_domain(new_vm, test_session):
+    run(new_vm, OperationKind.CREATE)
+    assert run(new_vm, OperationKind.SHUTDOWN).status == "succeeded"
+    assert new_vm.state == VMState.STOPPED
+    assert run(new_vm, OperationKind.START).status == "succeeded"
+    assert new_vm.state == VMState.RUNNING
+    assert run(new_vm, OperationKind.REBOOT).status == "succeeded"
+    assert run(new_vm, OperationKind.FORCE_OFF).status == "succeeded"
+    assert new_vm.state == VMState.STOPPED
+
+
+def test_reboot_of_a_stopped_vm_fails_clearly(new_vm, test_session):
+    run(new_vm, OperationKind.CREATE)
+    run(new_vm, OperationKind.FORCE_OFF)
+    operation = run(new_vm, OperationKind.REBOOT)
+    assert operation.status == OperationStatus.FAILED
+    assert "not running" in operation.error
+
+
+def test_delete_removes_the_domain_and_its_disk_but_not_the_image(new_vm, test_session):
+    run(new_vm, OperationKind.CREATE)
+    operation = run(new_vm, OperationKind.DELETE)
+    assert operation.status == OperationStatus.SUCCEEDED
+    assert new_vm.state == VMState.DELETED and new_vm.deleted_at is not None
+    assert test_session.domain_names() == []
+    assert test_session.volume_names("test-pool") == ["image-debian.qcow2"]
+
+
+def test_delete_of_a_vm_whose_create_failed_succeeds(new_vm, test_session):
+    assert run(new_vm, OperationKind.DELETE).status == OperationStatus.SUCCEEDED
+
+
+def test_an_unreachable_node_is_retried_then_fails(new_vm, monkeypatch):
+    def unreachable(uri):
+        raise hypervisor.NodeUnreachable("connection refused")
+
+    monkeypatch.setattr(hypervisor, "connect", unreachable)
+    task = FakeTask()
+    operation = Operation.objects.create(vm=new_vm, kind=OperationKind.START)
+    with pytest.raises(RuntimeError, match="retry"):
+        tasks.run_operation(task, operation.pk, tasks._start)
+    operation.refresh_from_db()
+    assert operation.status == OperationStatus.QUEUED
+    assert "retrying: connection refused" in operation.error
+    assert task.retried_with[1] == 5
+
+    task.request.retries = task.max_retries
+    tasks.run_operation(task, operation.pk, tasks._start)
+    operation.refresh_from_db()
+    assert (operation.status, operation.attempt) == (OperationStatus.FAILED, 2)
+
+
+def test_a_finished_operation_delivered_again_does_nothing(new_vm, test_session):
+    operation = run(new_vm, OperationKind.CREATE)
+    tasks.run_operation(FakeTask(), operation.pk, tasks._delete)
+    assert test_session.domain_exists(new_vm.domain_name)
+
+
+def test_an_operation_tried_too_often_gives_up(new_vm):
+    operation = Operation.objects.create(vm=new_vm, kind=OperationKind.START, attempt=tasks.MAX_ATTEMPTS)
+    tasks.run_operation(FakeTask(), operation.pk, tasks._start)
+    operation.refresh_from_db()
+    assert operation.status == OperationStatus.FAILED
+    assert "gave up" in operation.error

@@ -1,0 +1,68 @@
+"""Domain verbs: check, record an Operation, enqueue its task after commit.
+
+Pages (and later the API) call these; none of them waits on the hypervisor.
+"""
+
+from django.db import IntegrityError, transaction
+
+from .choices import NodeStatus, OperationKind
+from .models import Image, Node, Operation, Plan, VirtualMachine
+
+
+class ActionRefused(Exception):
+    """The action cannot be done now; the message is for the user."""
+
+
+def pick_node(plan: Plan) -> Node:
+    """The online node with the most free memory after its VMs (simple placement)."""
+    nodes = list(Node.objects.filter(status=NodeStatus.ONLINE))
+    if not nodes:
+        raise ActionRefused("No hypervisor node is available right now. Please try again later.")
+
+    def free_memory(node: Node) -> int:
+        used = sum(vm.plan.memory_mib for vm in node.vms.live().select_related("plan"))
+        return node.memory_mib - used
+
+    return max(nodes, key=free_memory)
+
+
+def create_vm(*, owner, plan: Plan, image: Image, hostname: str, display_name: str = "") -> VirtualMachine:
+    node = pick_node(plan)
+    with transaction.atomic():
+        vm = VirtualMachine.objects.create(
+            owner=owner, node=node, plan=plan, image=image, hostname=hostname, display_name=display_name
+        )
+        _record(vm, owner, OperationKind.CREATE)
+    return vm
+
+
+def request(vm: VirtualMachine, user, kind: str) -> Operation:
+    """Ask for `kind` (start, shutdown, force_off, reboot, delete) on `vm`."""
+    if not vm.node.accepts_changes:
+        raise ActionRefused(
+            f"Node {vm.node} is {vm.node.get_status_display().lower()}: "
+            "changes to its VMs are paused until it answers again."
+        )
+    if kind not in vm.allowed_actions():
+        raise ActionRefused(
+            f"Cannot {OperationKind(kind).label.lower()} a VM that is {vm.get_state_display().lower()}."
+        )
+    with transaction.atomic():
+        return _record(vm, user, kind)
+
+
+def _record(vm: VirtualMachine, user, kind: str) -> Operation:
+    """Write the operation row and enqueue its task once the transaction commits."""
+    try:
+        with transaction.atomic():
+            operation = Operation.objects.create(vm=vm, user=user, kind=kind)
+    except IntegrityError:
+        raise ActionRefused("Another operation on this VM is still in progress.") from None
+    transaction.on_commit(lambda: enqueue(operation))
+    return operation
+
+
+def enqueue(operation: Operation) -> None:
+    from .tasks import TASKS
+
+    TASKS[operation.kind].apply_async((operation.pk,), queue=operation.vm.node.queue)

@@ -1,0 +1,44 @@
+from django.db import models
+
+
+class NodeStatus(models.TextChoices):
+    ONLINE = "online", "Online"
+    UNREACHABLE = "unreachable", "Unreachable"
+    DISABLED = "disabled", "Disabled"
+
+
+class VirtType(models.TextChoices):
+    KVM = "kvm", "KVM (hardware)"
+    QEMU = "qemu", "QEMU (emulation)"
+
+
+class VMState(models.TextChoices):
+    """The last known state. Only tasks and the node monitor write it."""
+
+    PROVISIONING = "provisioning", "Provisioning"
+    RUNNING = "running", "Running"
+    STOPPED = "stopped", "Stopped"
+    PAUSED = "paused", "Paused"
+    CRASHED = "crashed", "Crashed"
+    UNKNOWN = "unknown", "Unknown"
+    ERROR = "error", "Error"
+    DELETED = "deleted", "Deleted"
+
+
+class OperationKind(models.TextChoices):
+    CREATE = "create", "Create"
+    START = "start", "Start"
+    SHUTDOWN = "shutdown", "Shut down"
+    FORCE_OFF = "force_off", "Force off"
+    REBOOT = "reboot", "Reboot"
+    DELETE = "delete", "Delete"
+
+
+class OperationStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+
+
+ACTIVE_OPERATION_STATUSES = (OperationStatus.QUEUED, OperationStatus.RUNNING)

@@ -1,0 +1,23 @@
+"""The one door to libvirt: only this package imports `libvirt`."""
+
+from .errors import Conflict, HypervisorError, NodeUnreachable, NotFound, NotOurs, OperationFailed
+from .host import detect_virt_type
+from .session import NodeSession, connect
+from .specs import DomainSpec, DomainStatus, NodeInfo, PoolInfo, PowerState
+
+__all__ = [
+    "Conflict",
+    "DomainSpec",
+    "DomainStatus",
+    "HypervisorError",
+    "NodeInfo",
+    "NodeSession",
+    "NodeUnreachable",
+    "NotFound",
+    "NotOurs",
+    "OperationFailed",
+    "PoolInfo",
+    "PowerState",
+    "connect",
+    "detect_virt_type",
+]

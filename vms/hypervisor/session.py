@@ -1,0 +1,361 @@
+"""One open connection to a node's libvirtd, with typed verbs over it.
+
+    with hypervisor.connect("qemu:///system") as node:
+        node.define_domain(spec)
+        node.start("…uuid…")
+
+Every libvirtError is turned into one of the errors in errors.py.
+"""
+
+import contextlib
+import functools
+import os
+import time
+from collections.abc import Callable, Iterator
+from typing import ParamSpec, TypeVar
+
+import libvirt
+
+from . import xml
+from .errors import Conflict, HypervisorError, NodeUnreachable, NotFound, NotOurs, OperationFailed
+from .specs import DomainSpec, DomainStatus, NodeInfo, PoolInfo, PowerState
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# libvirt prints every error to stderr by default; we raise our own instead.
+libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+
+_NOT_FOUND = {
+    libvirt.VIR_ERR_NO_DOMAIN,
+    libvirt.VIR_ERR_NO_STORAGE_POOL,
+    libvirt.VIR_ERR_NO_STORAGE_VOL,
+    libvirt.VIR_ERR_NO_NETWORK,
+}
+_CONFLICT = {libvirt.VIR_ERR_OPERATION_INVALID}
+_UNREACHABLE_CODES = {libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_RPC, libvirt.VIR_ERR_AUTH_FAILED}
+_UNREACHABLE_DOMAINS = {libvirt.VIR_FROM_RPC, libvirt.VIR_FROM_REMOTE}
+
+_STATES = {
+    libvirt.VIR_DOMAIN_NOSTATE: PowerState.UNKNOWN,
+    libvirt.VIR_DOMAIN_RUNNING: PowerState.RUNNING,
+    libvirt.VIR_DOMAIN_BLOCKED: PowerState.RUNNING,
+    libvirt.VIR_DOMAIN_PAUSED: PowerState.PAUSED,
+    libvirt.VIR_DOMAIN_SHUTDOWN: PowerState.RUNNING,  # shutting down, still on
+    libvirt.VIR_DOMAIN_SHUTOFF: PowerState.STOPPED,
+    libvirt.VIR_DOMAIN_CRASHED: PowerState.CRASHED,
+    libvirt.VIR_DOMAIN_PMSUSPENDED: PowerState.PAUSED,
+}
+
+_UNDEFINE_FLAGS = (
+    libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+    | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+    | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
+    | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
+)
+
+
+def translate(error: libvirt.libvirtError) -> HypervisorError:
+    """The project's exception for a libvirt error."""
+    code, domain = error.get_error_code(), error.get_error_domain()
+    message = error.get_error_message() or str(error)
+    if code in _NOT_FOUND:
+        return NotFound(message)
+    if code in _CONFLICT:
+        return Conflict(message)
+    if code in _UNREACHABLE_CODES or domain in _UNREACHABLE_DOMAINS:
+        return NodeUnreachable(message)
+    return OperationFailed(message)
+
+
+def translated(func: Callable[P, R]) -> Callable[P, R]:
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except libvirt.libvirtError as error:
+            raise translate(error) from error
+
+    return wrapper
+
+
+@contextlib.contextmanager
+def connect(uri: str) -> Iterator["NodeSession"]:
+    """Open a connection to the node at `uri`; unreachable nodes raise NodeUnreachable."""
+    try:
+        conn = libvirt.open(uri)
+    except libvirt.libvirtError as error:
+        raise NodeUnreachable(f"cannot connect to {uri}: {error.get_error_message()}") from error
+    try:
+        yield NodeSession(conn)
+    finally:
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.close()
+
+
+class NodeSession:
+    """Verbs on one node. Domain names are panel UUIDs."""
+
+    def __init__(self, conn: libvirt.virConnect):
+        self._conn = conn
+
+    # --- the node -----------------------------------------------------------
+
+    @translated
+    def node_info(self) -> NodeInfo:
+        model, memory_mib, cpus, *_ = self._conn.getInfo()
+        caps = xml.parse(self._conn.getCapabilities())
+        domain_types = sorted({d.get("type") for d in caps.iterfind("guest/arch/domain")})
+        return NodeInfo(
+            hostname=self._conn.getHostname(),
+            cpus=cpus,
+            memory_mib=memory_mib,
+            cpu_model=model,
+            libvirt_version=_version(self._conn.getLibVersion()),
+            hypervisor_version=_version(self._conn.getVersion()),
+            domain_types=tuple(domain_types),
+        )
+
+    # --- storage ------------------------------------------------------------
+
+    @translated
+    def ensure_pool(self, name: str, path: str) -> PoolInfo:
+        """The directory pool `name`, defined, built, started and autostarted."""
+        try:
+            pool = self._conn.storagePoolLookupByName(name)
+        except libvirt.libvirtError as error:
+            if error.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_POOL:
+                raise
+            pool = self._conn.storagePoolDefineXML(xml.pool_xml(name, path), 0)
+            pool.build(0)
+        if not pool.isActive():
+            pool.create(0)
+        if not pool.autostart():
+            pool.setAutostart(1)
+        return self.pool_info(name)
+
+    @translated
+    def pool_info(self, name: str) -> PoolInfo:
+        pool = self._conn.storagePoolLookupByName(name)
+        pool.refresh(0)
+        _state, capacity, _allocation, available = pool.info()
+        path = xml.parse(pool.XMLDesc(0)).findtext("target/path") or ""
+        return PoolInfo(name=name, path=path, capacity_bytes=capacity, available_bytes=available)
+
+    @translated
+    def delete_pool(self, name: str) -> None:
+        """Stop and undefine a pool (its directory must be empty)."""
+        pool = self._conn.storagePoolLookupByName(name)
+        if pool.isActive():
+            pool.destroy()
+        with contextlib.suppress(libvirt.libvirtError):
+            pool.delete(0)
+        pool.undefine()
+
+    @translated
+    def volume_exists(self, pool: str, name: str) -> bool:
+        try:
+            self._conn.storagePoolLookupByName(pool).storageVolLookupByName(name)
+        except libvirt.libvirtError as error:
+            if error.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
+                return False
+            raise
+        return True
+
+    @translated
+    def volume_path(self, pool: str, name: str) -> str:
+        return self._conn.storagePoolLookupByName(pool).storageVolLookupByName(name).path()
+
+    @translated
+    def volume_names(self, pool: str) -> list[str]:
+        storage = self._conn.storagePoolLookupByName(pool)
+        storage.refresh(0)
+        return sorted(storage.listVolumes())
+
+    @translated
+    def create_overlay(
+        self, pool: str, name: str, backing_pool: str, backing_volume: str, capacity_bytes: int
+    ) -> str:
+        """A qcow2 volume that reads through to the backing volume (instant, copy-on-write)."""
+        backing = self._conn.storagePoolLookupByName(backing_pool).storageVolLookupByName(backing_volume)
+        backing_format = xml.parse(backing.XMLDesc(0)).find("target/format").get("type", "raw")
+        capacity = max(capacity_bytes, backing.info()[1])
+        spec = xml.volume_xml(name, capacity, "qcow2", backing=(backing.path(), backing_format))
+        return self._conn.storagePoolLookupByName(pool).createXML(spec, 0).path()
+
+    @translated
+    def upload_volume(self, pool: str, name: str, source_file: str) -> str:
+        """Create volume `name` and stream the file's bytes into it through libvirt.
+
+        The stream goes over the libvirt connection, so this works for remote nodes too.
+        """
+        size = os.path.getsize(source_file)
+        storage = self._conn.storagePoolLookupByName(pool)
+        volume = storage.createXML(xml.volume_xml(name, size, "raw"), 0)
+        stream = self._conn.newStream(0)
+        try:
+            volume.upload(stream, 0, size, 0)
+            with open(source_file, "rb") as source:
+                stream.sendAll(lambda _stream, nbytes, handle: handle.read(nbytes), source)
+            stream.finish()
+        except libvirt.libvirtError:
+            with contextlib.suppress(libvirt.libvirtError):
+                stream.abort()
+            volume.delete(0)
+            raise
+        storage.refresh(0)  # libvirt probes the uploaded bytes for their real format
+        return volume.path()
+
+    @translated
+    def delete_volume(self, pool: str, name: str) -> bool:
+        """Delete a volume; False when it was already gone."""
+        try:
+            volume = self._conn.storagePoolLookupByName(pool).storageVolLookupByName(name)
+        except libvirt.libvirtError as error:
+            if error.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
+                return False
+            raise
+        volume.delete(0)
+        return True
+
+    # --- networks -----------------------------------------------------------
+
+    @translated
+    def ensure_network(self, name: str, bridge: str) -> None:
+        """An isolated (no NAT, no forward) network, defined, started and autostarted."""
+        try:
+            network = self._conn.networkLookupByName(name)
+        except libvirt.libvirtError as error:
+            if error.get_error_code() != libvirt.VIR_ERR_NO_NETWORK:
+                raise
+            network = self._conn.networkDefineXML(xml.network_xml(name, bridge))
+        if not network.isActive():
+            network.create()
+        if not network.autostart():
+            network.setAutostart(1)
+
+    @translated
+    def delete_network(self, name: str) -> None:
+        network = self._conn.networkLookupByName(name)
+        if network.isActive():
+            network.destroy()
+        network.undefine()
+
+    # --- domains ------------------------------------------------------------
+
+    def _panel_domain(self, name: str) -> libvirt.virDomain:
+        """The domain `name`, refusing one the panel did not make."""
+        domain = self._conn.lookupByName(name)
+        if not xml.is_panel_domain(domain.XMLDesc(0)):
+            raise NotOurs(f"domain {name} has no kvmpanel metadata; not touching it")
+        return domain
+
+    @translated
+    def domain_exists(self, name: str) -> bool:
+        try:
+            self._panel_domain(name)
+        except libvirt.libvirtError as error:
+            if error.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return False
+            raise
+        return True
+
+    @translated
+    def define_domain(self, spec: DomainSpec) -> None:
+        """Define (or redefine with the same UUID) the domain for `spec`."""
+        with contextlib.suppress(libvirt.libvirtError):
+            self._panel_domain(spec.name)  # NotOurs propagates: never overwrite a stranger
+        self._conn.defineXML(xml.domain_xml(spec))
+
+    @translated
+    def domain_status(self, name: str) -> DomainStatus:
+        state, _max_mem, memory_kib, vcpus, cpu_time = self._panel_domain(name).info()
+        return DomainStatus(
+            name=name,
+            state=_STATES.get(state, PowerState.UNKNOWN),
+            vcpus=vcpus,
+            memory_kib=memory_kib,
+            cpu_time_ns=cpu_time,
+        )
+
+    def power_state(self, name: str) -> PowerState:
+        return self.domain_status(name).state
+
+    @translated
+    def domain_xml(self, name: str) -> str:
+        return self._panel_domain(name).XMLDesc(0)
+
+    @translated
+    def start(self, name: str) -> None:
+        """Start the domain; a running domain is left as it is."""
+        domain = self._panel_domain(name)
+        if not domain.isActive():
+            domain.create()
+
+    @translated
+    def shutdown(self, name: str, timeout: float, poll: float = 0.5) -> None:
+        """Ask the guest to power off (ACPI, or the guest agent) and wait until it has.
+
+        Raises OperationFailed when the guest is still running after `timeout` seconds.
+        """
+        domain = self._panel_domain(name)
+        deadline = time.monotonic() + timeout
+        asked = False
+        while domain.isActive():
+            if time.monotonic() >= deadline:
+                raise OperationFailed(
+                    f"the guest did not power off within {timeout:g} s after the ACPI "
+                    "power button; it may not be listening yet (still booting) — "
+                    "try again, or use Force off"
+                )
+            if not asked:
+                with contextlib.suppress(libvirt.libvirtError):  # gone off meanwhile
+                    domain.shutdown()
+                asked = True
+            time.sleep(poll)
+
+    @translated
+    def destroy(self, name: str) -> None:
+        """Cut the power; a stopped domain is left as it is."""
+        domain = self._panel_domain(name)
+        if domain.isActive():
+            domain.destroy()
+
+    @translated
+    def reboot(self, name: str) -> None:
+        domain = self._panel_domain(name)
+        if not domain.isActive():
+            raise Conflict("the VM is not running")
+        domain.reboot(0)
+
+    @translated
+    def undefine(self, name: str) -> list[tuple[str, str]]:
+        """Power off and undefine the domain. Returns its (pool, volume) disks."""
+        domain = self._panel_domain(name)
+        volumes = xml.domain_volumes(domain.XMLDesc(0))
+        if domain.isActive():
+            domain.destroy()
+        try:
+            domain.undefineFlags(_UNDEFINE_FLAGS)
+        except libvirt.libvirtError as error:
+            # Drivers without snapshot/NVRAM support refuse the flags.
+            if error.get_error_code() not in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_INVALID_ARG):
+                raise
+            domain.undefine()
+        return volumes
+
+    @translated
+    def domain_names(self) -> list[str]:
+        """Names of all domains on the node, ours or not."""
+        return sorted(d.name() for d in self._conn.listAllDomains(0))
+
+    @translated
+    def vnc_port(self, name: str) -> int | None:
+        """The VNC port of a running domain (for the console bridge)."""
+        graphics = xml.parse(self._panel_domain(name).XMLDesc(0)).find("devices/graphics[@type='vnc']")
+        port = int(graphics.get("port", "-1")) if graphics is not None else -1
+        return port if port > 0 else None
+
+
+def _version(number: int) -> str:
+    return f"{number // 1_000_000}.{number // 1000 % 1000}.{number % 1000}"

@@ -1,0 +1,159 @@
+"""libvirt XML, built and read with lxml: never with string formatting.
+
+Values from users (titles, hostnames) only ever become text or attribute
+values, so they cannot add elements.
+"""
+
+from lxml import etree
+from lxml.builder import E
+
+from .specs import DomainSpec
+
+PANEL_NS = "https://kvmpanel.dev/xmlns/vm/1"
+PANEL_PREFIX = "kvmpanel"
+GUEST_AGENT_CHANNEL = "org.qemu.guest_agent.0"
+
+
+def _to_string(element: etree._Element) -> str:
+    return etree.tostring(element, encoding="unicode", pretty_print=True)
+
+
+def serial_log_path(domain_name: str) -> str:
+    """Where libvirt writes the VM's serial output on its node (virtlogd owns it)."""
+    return f"/var/log/libvirt/qemu/{domain_name}-serial.log"
+
+
+def _panel_metadata(spec: DomainSpec) -> etree._Element:
+    marker = etree.Element(f"{{{PANEL_NS}}}vm", nsmap={PANEL_PREFIX: PANEL_NS})
+    marker.set("hostname", spec.hostname)
+    if spec.owner_id is not None:
+        marker.set("owner", str(spec.owner_id))
+    return E.metadata(marker)
+
+
+def _disk(spec: DomainSpec) -> etree._Element:
+    return E.disk(
+        E.driver(name="qemu", type=spec.disk_format, discard="unmap"),
+        E.source(pool=spec.pool, volume=spec.disk_volume),
+        E.target(dev="vda", bus="virtio"),
+        type="volume",
+        device="disk",
+    )
+
+
+def _cdrom(pool: str, volume: str, index: int) -> etree._Element:
+    # IDE on machine type "pc": the Debian cloud kernel has no AHCI driver.
+    return E.disk(
+        E.driver(name="qemu", type="raw"),
+        E.source(pool=pool, volume=volume),
+        E.target(dev=f"hd{chr(ord('c') + index)}", bus="ide"),
+        E.readonly(),
+        type="volume",
+        device="cdrom",
+    )
+
+
+def _graphics(spec: DomainSpec) -> etree._Element:
+    return E.graphics(
+        E.listen(type="address", address=spec.vnc_listen),
+        type="vnc",
+        port="-1",
+        autoport="yes",
+        listen=spec.vnc_listen,
+        passwd=spec.vnc_password,
+    )
+
+
+def _devices(spec: DomainSpec) -> etree._Element:
+    devices = E.devices(_disk(spec))
+    for index, volume in enumerate(spec.cdrom_volumes):
+        devices.append(_cdrom(spec.pool, volume, index))
+    devices.extend(
+        [
+            E.interface(E.source(network=spec.network), E.model(type="virtio"), type="network"),
+            E.serial(
+                E.log(file=serial_log_path(spec.name), append="off"),
+                E.target(port="0"),
+                type="pty",
+            ),
+            E.console(E.target(type="serial", port="0"), type="pty"),
+            E.channel(E.target(type="virtio", name=GUEST_AGENT_CHANNEL), type="unix"),
+            E.input(type="tablet", bus="usb"),
+            _graphics(spec),
+            E.video(E.model(type="vga")),
+            E.memballoon(model="virtio"),
+            E.rng(E.backend("/dev/urandom", model="random"), model="virtio"),
+        ]
+    )
+    return devices
+
+
+def domain_xml(spec: DomainSpec) -> str:
+    """The domain definition for one VM."""
+    domain = E.domain(
+        E.name(spec.name),
+        E.uuid(spec.uuid),
+        E.title(spec.title),
+        _panel_metadata(spec),
+        E.memory(str(spec.memory_mib), unit="MiB"),
+        E.vcpu(str(spec.vcpus)),
+        E.os(E.type("hvm", arch="x86_64", machine=spec.machine), E.boot(dev="hd")),
+        E.features(E.acpi(), E.apic()),
+        E.clock(offset="utc"),
+        E.on_poweroff("destroy"),
+        E.on_reboot("restart"),
+        E.on_crash("destroy"),
+        _devices(spec),
+        type=spec.virt_type,
+    )
+    if spec.virt_type == "kvm":
+        # On a real KVM host the guest sees the host's CPU model. Under
+        # emulation (qemu/TCG) no <cpu> element is the combination that boots.
+        domain.insert(domain.index(domain.find("features")) + 1, E.cpu(mode="host-model"))
+    return _to_string(domain)
+
+
+def pool_xml(name: str, path: str) -> str:
+    return _to_string(E.pool(E.name(name), E.target(E.path(path)), type="dir"))
+
+
+def network_xml(name: str, bridge: str) -> str:
+    """An isolated network: no <forward>, so guests reach only each other and the host bridge."""
+    return _to_string(E.network(E.name(name), E.bridge(name=bridge, stp="on", delay="0")))
+
+
+def volume_xml(name: str, capacity_bytes: int, fmt: str, backing: tuple[str, str] | None = None) -> str:
+    """A volume; with `backing` (path, format) it is a copy-on-write overlay."""
+    volume = E.volume(
+        E.name(name),
+        E.capacity(str(capacity_bytes), unit="bytes"),
+        E.allocation("0", unit="bytes"),
+        E.target(E.format(type=fmt)),
+    )
+    if backing is not None:
+        backing_path, backing_format = backing
+        volume.append(E.backingStore(E.path(backing_path), E.format(type=backing_format)))
+    return _to_string(volume)
+
+
+def parse(xml: str) -> etree._Element:
+    parser = etree.XMLParser(resolve_entities=False, no_network=True)
+    return etree.fromstring(xml.encode(), parser)
+
+
+def is_panel_domain(xml: str) -> bool:
+    """True when the domain carries the panel's metadata marker."""
+    return parse(xml).find(f"metadata/{{{PANEL_NS}}}vm") is not None
+
+
+def domain_volumes(xml: str) -> list[tuple[str, str]]:
+    """(pool, volume) of every pool-backed disk of a domain."""
+    found = []
+    for source in parse(xml).iterfind("devices/disk/source"):
+        if source.get("pool") and source.get("volume"):
+            found.append((source.get("pool"), source.get("volume")))
+    return found
+
+
+def domain_title(xml: str) -> str:
+    return parse(xml).findtext("title") or ""

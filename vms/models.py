@@ -1,0 +1,258 @@
+import secrets
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.urls import reverse
+from django.utils import timezone
+
+from .choices import (
+    ACTIVE_OPERATION_STATUSES,
+    NodeStatus,
+    OperationKind,
+    OperationStatus,
+    VirtType,
+    VMState,
+)
+
+GIB = 1024**3
+
+
+class Node(models.Model):
+    """A hypervisor host, reached through its libvirt URI. Capacity is as libvirt last reported it."""
+
+    name = models.CharField(max_length=64, unique=True)
+    uri = models.CharField("libvirt URI", max_length=255, unique=True)
+    status = models.CharField(max_length=16, choices=NodeStatus.choices, default=NodeStatus.ONLINE)
+    virt_type = models.CharField(
+        "virtualization", max_length=8, choices=VirtType.choices, default=VirtType.KVM
+    )
+    pool_name = models.CharField("storage pool", max_length=64, default="kvmpanel")
+    network_name = models.CharField("network", max_length=64, default="kvmpanel")
+    hostname = models.CharField(max_length=255, blank=True)
+    cpus = models.PositiveIntegerField(default=0)
+    memory_mib = models.PositiveBigIntegerField("memory (MiB)", default=0)
+    storage_capacity_bytes = models.PositiveBigIntegerField(default=0)
+    storage_available_bytes = models.PositiveBigIntegerField(default=0)
+    libvirt_version = models.CharField(max_length=32, blank=True)
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+    @property
+    def queue(self) -> str:
+        """The Celery queue for this node's work, so one slow node never stalls another."""
+        return f"node.{self.name}"
+
+    @property
+    def accepts_changes(self) -> bool:
+        return self.status == NodeStatus.ONLINE
+
+
+class Plan(models.Model):
+    """A size a customer can pick: vCPUs, memory and disk."""
+
+    name = models.CharField(max_length=64, unique=True)
+    vcpus = models.PositiveSmallIntegerField()
+    memory_mib = models.PositiveIntegerField("memory (MiB)")
+    disk_gb = models.PositiveIntegerField("disk (GiB)")
+    active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["vcpus", "memory_mib", "disk_gb"]
+
+    def __str__(self):
+        return f"{self.name} ({self.vcpus} vCPU, {self.memory_mib} MiB, {self.disk_gb} GiB)"
+
+    @property
+    def disk_bytes(self) -> int:
+        return self.disk_gb * GIB
+
+
+class Image(models.Model):
+    """An OS template: a volume in each node's storage pool that VM disks are made from."""
+
+    class OSFamily(models.TextChoices):
+        DEBIAN = "debian", "Debian"
+        UBUNTU = "ubuntu", "Ubuntu"
+        ALMALINUX = "almalinux", "AlmaLinux"
+        ROCKY = "rocky", "Rocky Linux"
+        OTHER_LINUX = "linux", "Other Linux"
+        WINDOWS = "windows", "Windows"
+        OTHER = "other", "Other"
+
+    class Format(models.TextChoices):
+        QCOW2 = "qcow2", "qcow2"
+        RAW = "raw", "raw"
+
+    name = models.CharField(max_length=100, unique=True)
+    os_family = models.CharField(max_length=16, choices=OSFamily.choices, default=OSFamily.DEBIAN)
+    format = models.CharField(max_length=8, choices=Format.choices, default=Format.QCOW2)
+    volume_name = models.CharField(
+        max_length=200, unique=True, help_text="Volume name in each node's storage pool."
+    )
+    checksum_sha256 = models.CharField(max_length=64, blank=True)
+    size_bytes = models.PositiveBigIntegerField(default=0)
+    min_disk_gb = models.PositiveIntegerField(default=2)
+    default_user = models.CharField(max_length=32, default="debian")
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+
+class VirtualMachineQuerySet(models.QuerySet):
+    def live(self):
+        return self.exclude(state=VMState.DELETED)
+
+    def owned_by(self, user):
+        return self.filter(owner=user)
+
+    def visible_to(self, user, include_deleted: bool = False):
+        """Staff see every VM; a customer sees only their own."""
+        qs = self if include_deleted else self.live()
+        return qs if user.is_staff else qs.owned_by(user)
+
+
+def _vnc_password() -> str:
+    # VNC authentication uses at most 8 characters of the password.
+    return secrets.token_urlsafe(6)[:8]
+
+
+class VirtualMachine(models.Model):
+    """A customer's VM. Its libvirt domain is named after `uuid`; `state` is the last known one."""
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="vms")
+    node = models.ForeignKey(Node, on_delete=models.PROTECT, related_name="vms")
+    plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="vms")
+    image = models.ForeignKey(Image, on_delete=models.PROTECT, related_name="vms")
+    hostname = models.CharField(max_length=253)
+    display_name = models.CharField(max_length=100, blank=True)
+    state = models.CharField(max_length=16, choices=VMState.choices, default=VMState.PROVISIONING)
+    vnc_password = models.CharField(max_length=8, default=_vnc_password, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    state_changed_at = models.DateTimeField(default=timezone.now)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
+    objects = VirtualMachineQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "virtual machine"
+
+    def __str__(self):
+        return self.name
+
+    def get_absolute_url(self):
+        return reverse("vms:detail", args=[self.uuid])
+
+    @property
+    def name(self) -> str:
+        return self.display_name or self.hostname
+
+    @property
+    def domain_name(self) -> str:
+        """The libvirt name: the UUID (tests add a prefix so their domains are recognisable)."""
+        return f"{settings.KVMPANEL_DOMAIN_PREFIX}{self.uuid}"
+
+    @property
+    def disk_volume(self) -> str:
+        return f"{self.domain_name}.qcow2"
+
+    def allowed_actions(self) -> set[str]:
+        """The operations that make sense from the last known state."""
+        by_state = {
+            VMState.RUNNING: {OperationKind.SHUTDOWN, OperationKind.FORCE_OFF, OperationKind.REBOOT},
+            VMState.STOPPED: {OperationKind.START},
+            VMState.CRASHED: {OperationKind.START, OperationKind.FORCE_OFF},
+            VMState.PAUSED: {OperationKind.FORCE_OFF},
+        }
+        allowed = set(by_state.get(self.state, set()))
+        if self.state != VMState.DELETED:
+            allowed.add(OperationKind.DELETE)
+        return allowed
+
+    def set_state(self, state: str) -> None:
+        if state != self.state:
+            self.state = state
+            self.state_changed_at = timezone.now()
+            self.save(update_fields=["state", "state_changed_at", "updated_at"])
+
+    def active_operation(self):
+        return self.operations.filter(status__in=ACTIVE_OPERATION_STATUSES).first()
+
+
+class Operation(models.Model):
+    """One change to a VM, run by a Celery task: what, by whom, and how it ended."""
+
+    kind = models.CharField(max_length=16, choices=OperationKind.choices)
+    vm = models.ForeignKey(VirtualMachine, on_delete=models.CASCADE, related_name="operations")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    status = models.CharField(max_length=16, choices=OperationStatus.choices, default=OperationStatus.QUEUED)
+    attempt = models.PositiveSmallIntegerField(default=0)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            # At most one active operation per VM, enforced by the database.
+            models.UniqueConstraint(
+                fields=["vm"],
+                condition=Q(status__in=ACTIVE_OPERATION_STATUSES),
+                name="one_active_operation_per_vm",
+            )
+        ]
+        indexes = [models.Index(fields=["status", "created_at"])]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} {self.vm} ({self.status})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE_OPERATION_STATUSES
+
+    @property
+    def duration(self):
+        if self.started_at and self.finished_at:
+            return self.finished_at - self.started_at
+        return None
+
+    def mark_running(self) -> None:
+        self.status = OperationStatus.RUNNING
+        self.attempt += 1
+        self.started_at = self.started_at or timezone.now()
+        self.save(update_fields=["status", "attempt", "started_at"])
+
+    def mark_succeeded(self) -> None:
+        self._finish(OperationStatus.SUCCEEDED, "")
+
+    def mark_failed(self, error: str) -> None:
+        self._finish(OperationStatus.FAILED, error)
+
+    def mark_retrying(self, error: str) -> None:
+        self.status = OperationStatus.QUEUED
+        self.error = f"attempt {self.attempt} failed, retrying: {error}"
+        self.save(update_fields=["status", "error"])
+
+    def _finish(self, status: str, error: str) -> None:
+        self.status = status
+        self.error = error
+        self.finished_at = timezone.now()
+        self.save(update_fields=["status", "error", "finished_at"])

@@ -1,0 +1,161 @@
+"""Celery tasks: each takes an operation id, re-reads state, checks before it acts.
+
+Running a task twice ends in the same state, so at-least-once delivery
+(acks_late, reject on worker loss) is safe.
+"""
+
+import logging
+from collections.abc import Callable
+
+from celery import Task, shared_task
+from django.conf import settings
+from django.utils import timezone
+
+from . import hypervisor
+from .choices import OperationKind, VMState
+from .models import Node, Operation, VirtualMachine
+from .nodes import refresh_node
+
+log = logging.getLogger(__name__)
+
+# A worker killed mid-task hands the task back; after this many tries we give up.
+MAX_ATTEMPTS = 5
+
+Work = Callable[[hypervisor.NodeSession, VirtualMachine], str]
+
+
+class OperationTask(Task):
+    acks_late = True
+    reject_on_worker_lost = True
+    max_retries = settings.KVMPANEL_TASK_MAX_RETRIES
+
+
+def run_operation(task: Task, operation_id: int, work: Work) -> None:
+    """The bookkeeping every operation shares: status, attempts, retries, outcome."""
+    operation = Operation.objects.select_related("vm__node", "vm__plan", "vm__image").get(pk=operation_id)
+    if not operation.is_active:
+        log.info("operation %s already %s; nothing to do", operation_id, operation.status)
+        return
+    if operation.attempt >= MAX_ATTEMPTS:
+        operation.mark_failed(f"gave up after {operation.attempt} attempts")
+        return
+    operation.mark_running()
+    vm = operation.vm
+    try:
+        with hypervisor.connect(vm.node.uri) as node:
+            new_state = work(node, vm)
+    except hypervisor.HypervisorError as error:
+        if error.transient and task.request.retries < task.max_retries:
+            operation.mark_retrying(str(error))
+            raise task.retry(exc=error, countdown=5 * 2**task.request.retries) from error
+        operation.mark_failed(str(error))
+        return
+    except Exception as error:
+        # A bug, not a hypervisor answer: record it so the operation never
+        # hangs as "running", then let Celery log the traceback.
+        operation.mark_failed(f"internal error: {type(error).__name__}")
+        raise
+    vm.set_state(new_state)
+    operation.mark_succeeded()
+
+
+def domain_spec(vm: VirtualMachine) -> hypervisor.DomainSpec:
+    node = vm.node
+    return hypervisor.DomainSpec(
+        name=vm.domain_name,
+        uuid=str(vm.uuid),
+        title=vm.name,
+        virt_type=node.virt_type,
+        vcpus=vm.plan.vcpus,
+        memory_mib=vm.plan.memory_mib,
+        pool=node.pool_name,
+        disk_volume=vm.disk_volume,
+        network=node.network_name,
+        vnc_password=vm.vnc_password,
+        hostname=vm.hostname,
+        owner_id=vm.owner_id,
+    )
+
+
+def _create(node: hypervisor.NodeSession, vm: VirtualMachine) -> str:
+    pool = vm.node.pool_name
+    try:
+        if not node.volume_exists(pool, vm.disk_volume):
+            node.create_overlay(pool, vm.disk_volume, pool, vm.image.volume_name, vm.plan.disk_bytes)
+        if not node.domain_exists(vm.domain_name):
+            node.define_domain(domain_spec(vm))
+        node.start(vm.domain_name)
+    except hypervisor.HypervisorError as error:
+        if not error.transient:
+            # A permanent failure half-way: take back what we made, so no
+            # disk or domain is left that no row knows about.
+            _remove_domain_and_disks(node, vm)
+            vm.set_state(VMState.ERROR)
+        raise
+    return node.power_state(vm.domain_name)
+
+
+def _remove_domain_and_disks(node: hypervisor.NodeSession, vm: VirtualMachine) -> None:
+    pool = vm.node.pool_name
+    volumes = {(pool, vm.disk_volume)}
+    if node.domain_exists(vm.domain_name):
+        volumes.update(node.undefine(vm.domain_name))
+    for volume_pool, volume in volumes:
+        # Only the VM's own volumes: never its image or anything shared.
+        if volume.startswith(vm.domain_name):
+            node.delete_volume(volume_pool, volume)
+
+
+def _start(node: hypervisor.NodeSession, vm: VirtualMachine) -> str:
+    node.start(vm.domain_name)
+    return node.power_state(vm.domain_name)
+
+
+def _shutdown(node: hypervisor.NodeSession, vm: VirtualMachine) -> str:
+    node.shutdown(vm.domain_name, timeout=settings.KVMPANEL_SHUTDOWN_TIMEOUT)
+    return node.power_state(vm.domain_name)
+
+
+def _force_off(node: hypervisor.NodeSession, vm: VirtualMachine) -> str:
+    node.destroy(vm.domain_name)
+    return node.power_state(vm.domain_name)
+
+
+def _reboot(node: hypervisor.NodeSession, vm: VirtualMachine) -> str:
+    node.reboot(vm.domain_name)
+    return node.power_state(vm.domain_name)
+
+
+def _delete(node: hypervisor.NodeSession, vm: VirtualMachine) -> str:
+    _remove_domain_and_disks(node, vm)
+    vm.deleted_at = timezone.now()
+    vm.save(update_fields=["deleted_at"])
+    return VMState.DELETED
+
+
+def _operation_task(kind: str, work: Work):
+    def task(self, operation_id: int) -> None:
+        run_operation(self, operation_id, work)
+
+    task.__name__ = task.__qualname__ = f"{kind}_vm"
+    task.__module__ = __name__
+    return shared_task(bind=True, base=OperationTask, name=f"vms.tasks.{kind}_vm")(task)
+
+
+# What each kind of operation does on the node; the task wrapper does the rest.
+WORK: dict[str, Work] = {
+    OperationKind.CREATE: _create,
+    OperationKind.START: _start,
+    OperationKind.SHUTDOWN: _shutdown,
+    OperationKind.FORCE_OFF: _force_off,
+    OperationKind.REBOOT: _reboot,
+    OperationKind.DELETE: _delete,
+}
+TASKS = {kind: _operation_task(kind, work) for kind, work in WORK.items()}
+
+
+@shared_task(name="vms.tasks.refresh_nodes")
+def refresh_nodes() -> None:
+    """Periodic: capacity and reachability of every node."""
+    for node in Node.objects.all():
+        refresh_node(node)

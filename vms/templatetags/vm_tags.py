@@ -1,0 +1,35 @@
+from django import template
+
+register = template.Library()
+
+_STATE_CLASSES = {
+    "running": "text-bg-success",
+    "stopped": "text-bg-secondary",
+    "provisioning": "text-bg-info",
+    "paused": "text-bg-warning",
+    "crashed": "text-bg-danger",
+    "error": "text-bg-danger",
+    "unknown": "text-bg-dark",
+    "deleted": "text-bg-light",
+}
+_OPERATION_CLASSES = {
+    "queued": "text-bg-light border",
+    "running": "text-bg-info",
+    "succeeded": "text-bg-success",
+    "failed": "text-bg-danger",
+}
+
+
+@register.filter
+def state_class(state: str) -> str:
+    return _STATE_CLASSES.get(state, "text-bg-secondary")
+
+
+@register.filter
+def operation_class(status: str) -> str:
+    return _OPERATION_CLASSES.get(status, "text-bg-secondary")
+
+
+@register.filter
+def gib(num_bytes: int) -> str:
+    return f"{num_bytes / 1024**3:.1f} GiB"

@@ -1,0 +1,14 @@
+from django.urls import path
+
+from . import views
+
+app_name = "vms"
+
+urlpatterns = [
+    path("", views.vm_list, name="list"),
+    path("new/", views.vm_create, name="create"),
+    path("<uuid:vm_uuid>/", views.vm_detail, name="detail"),
+    path("<uuid:vm_uuid>/live/", views.vm_live, name="live"),
+    path("<uuid:vm_uuid>/delete/", views.vm_delete, name="delete"),
+    path("<uuid:vm_uuid>/power/<str:kind>/", views.vm_action, name="action"),
+]

@@ -1,0 +1,124 @@
+"""Customer pages. Every read renders from the database only; changes go through vms.actions."""
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import Http404, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from . import actions
+from .choices import OperationKind, VMState
+from .forms import CreateVMForm
+from .models import Operation, VirtualMachine
+
+PAGE_SIZE = 25
+POWER_ACTIONS = {
+    OperationKind.START,
+    OperationKind.SHUTDOWN,
+    OperationKind.FORCE_OFF,
+    OperationKind.REBOOT,
+}
+
+
+def _get_vm_for_user(user, vm_uuid, include_deleted=False) -> VirtualMachine:
+    """The VM if this user may see it; otherwise 404, exactly as if it did not exist."""
+    queryset = VirtualMachine.objects.visible_to(user, include_deleted=include_deleted)
+    return get_object_or_404(queryset.select_related("node", "plan", "image", "owner"), uuid=vm_uuid)
+
+
+@login_required
+def vm_list(request):
+    queryset = (
+        VirtualMachine.objects.visible_to(request.user)
+        .select_related("node", "plan", "image", "owner")
+        .order_by("-created_at", "-id")
+    )
+    page = Paginator(queryset, PAGE_SIZE).get_page(request.GET.get("page"))
+    last_operations = _last_operations(page.object_list)
+    rows = [(vm, last_operations.get(vm.pk)) for vm in page.object_list]
+    return render(request, "vms/list.html", {"page": page, "rows": rows})
+
+
+def _last_operations(vms) -> dict:
+    """The newest operation of each VM on the page, in one query."""
+    latest = {}
+    for operation in Operation.objects.filter(vm__in=list(vms)).order_by("vm_id", "-created_at", "-id"):
+        latest.setdefault(operation.vm_id, operation)
+    return latest
+
+
+@login_required
+def vm_create(request):
+    form = CreateVMForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            vm = actions.create_vm(owner=request.user, **form.cleaned_data)
+        except actions.ActionRefused as refusal:
+            form.add_error(None, str(refusal))
+        else:
+            messages.success(request, f"Creating {vm.name}. It will be running in a few seconds.")
+            return redirect(vm)
+    return render(request, "vms/create.html", {"form": form})
+
+
+@login_required
+def vm_detail(request, vm_uuid):
+    vm = _get_vm_for_user(request.user, vm_uuid)
+    return render(request, "vms/detail.html", _detail_context(vm))
+
+
+@login_required
+def vm_live(request, vm_uuid):
+    """The state and operations block, re-fetched by the page while an operation runs."""
+    vm = _get_vm_for_user(request.user, vm_uuid, include_deleted=True)
+    if vm.state == VMState.DELETED:
+        messages.success(request, f"{vm.name} was deleted.")
+        response = HttpResponse(status=204)
+        response["HX-Redirect"] = reverse("vms:list")
+        return response
+    return render(request, "vms/_live.html", _detail_context(vm))
+
+
+def _detail_context(vm: VirtualMachine) -> dict:
+    operations = list(vm.operations.select_related("user")[:20])
+    return {
+        "vm": vm,
+        "operations": operations,
+        "active_operation": next((op for op in operations if op.is_active), None),
+        "allowed": vm.allowed_actions(),
+    }
+
+
+@require_POST
+@login_required
+def vm_action(request, vm_uuid, kind):
+    if kind not in POWER_ACTIONS:
+        raise Http404("no such action")
+    vm = _get_vm_for_user(request.user, vm_uuid)
+    try:
+        actions.request(vm, request.user, kind)
+    except actions.ActionRefused as refusal:
+        messages.error(request, str(refusal))
+    else:
+        messages.info(request, f"{OperationKind(kind).label} requested for {vm.name}.")
+    return redirect(vm)
+
+
+@login_required
+def vm_delete(request, vm_uuid):
+    vm = _get_vm_for_user(request.user, vm_uuid)
+    error = ""
+    if request.method == "POST":
+        if request.POST.get("confirm_hostname", "").strip().lower() != vm.hostname:
+            error = "Type the VM's hostname exactly to confirm."
+        else:
+            try:
+                actions.request(vm, request.user, OperationKind.DELETE)
+            except actions.ActionRefused as refusal:
+                error = str(refusal)
+            else:
+                messages.info(request, f"Deleting {vm.name}: its disk and all its data will be removed.")
+                return redirect(vm)
+    return render(request, "vms/delete.html", {"vm": vm, "error": error})
