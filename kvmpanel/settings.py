@@ -86,9 +86,12 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # The web server, the worker and beat share one file: wait on locks
-    # instead of failing at once.
-    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+    # The web server, the worker and beat share one file: WAL lets readers and
+    # the writer work at once, IMMEDIATE avoids lock-upgrade deadlocks, and a
+    # writer waits on a lock instead of failing at once.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
+    )
     # Tests run a real Celery worker in another process: it must see the
     # test database, so it lives in a file, not in memory.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}

@@ -1,7 +1,15 @@
 """Settings for the test suite: the normal ones, plus what tests need."""
 
+from .env import env
 from .settings import *  # noqa: F403
 from .settings import STORAGES
+
+# A Redis database of its own, so tests never share queues with a running panel.
+REDIS_URL = env("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+CELERY_BROKER_URL = REDIS_URL
+CHANNEL_LAYERS = {
+    "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
+}
 
 # Tests do not run collectstatic: serve files from their sources.
 STORAGES["staticfiles"]["BACKEND"] = "django.contrib.staticfiles.storage.StaticFilesStorage"

@@ -32,7 +32,12 @@ class OperationTask(Task):
 
 def run_operation(task: Task, operation_id: int, work: Work) -> None:
     """The bookkeeping every operation shares: status, attempts, retries, outcome."""
-    operation = Operation.objects.select_related("vm__node", "vm__plan", "vm__image").get(pk=operation_id)
+    operation = (
+        Operation.objects.select_related("vm__node", "vm__plan", "vm__image").filter(pk=operation_id).first()
+    )
+    if operation is None:
+        log.warning("operation %s does not exist; dropping its task", operation_id)
+        return
     if not operation.is_active:
         log.info("operation %s already %s; nothing to do", operation_id, operation.status)
         return

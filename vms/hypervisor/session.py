@@ -9,6 +9,7 @@ Every libvirtError is turned into one of the errors in errors.py.
 
 import contextlib
 import functools
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +20,9 @@ import libvirt
 from . import xml
 from .errors import Conflict, HypervisorError, NodeUnreachable, NotFound, NotOurs, OperationFailed
 from .specs import DomainSpec, DomainStatus, NodeInfo, PoolInfo, PowerState
+
+log = logging.getLogger(__name__)
+SLOW_CALL_S = 1.0
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -69,12 +73,23 @@ def translate(error: libvirt.libvirtError) -> HypervisorError:
 
 
 def translated(func: Callable[P, R]) -> Callable[P, R]:
+    """Turn libvirt errors into ours, and log calls slow enough to explain a slow operation."""
+
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        started = time.monotonic()
         try:
             return func(*args, **kwargs)
         except libvirt.libvirtError as error:
             raise translate(error) from error
+        finally:
+            elapsed = time.monotonic() - started
+            log.log(
+                logging.INFO if elapsed > SLOW_CALL_S else logging.DEBUG,
+                "libvirt %s took %.3f s",
+                func.__name__,
+                elapsed,
+            )
 
     return wrapper
 

@@ -1,0 +1,231 @@
+"""Real parts: the local libvirtd, Redis, a Celery worker process, and Chromium.
+
+Everything made in libvirt is named test-… and removed at the end, also on failure.
+"""
+
+import contextlib
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+import redis
+from django.conf import settings
+
+from vms import hypervisor
+from vms.hypervisor import xml
+from vms.models import Node
+from vms.nodes import bridge_name, register_node
+
+from ..factories import make_image, make_plan, make_user
+
+ROOT = Path(__file__).resolve().parents[2]
+OUTPUT = ROOT / "test-output"
+LOCAL_URI = "qemu:///system"
+GUEST_IMAGE = Path(
+    os.environ.get("KVMPANEL_GUEST_IMAGE", "/var/cache/kvmpanel/images/debian-12-cloud.qcow2")
+)
+TEST_NODE = "test-node"
+IMAGE_VOLUME = "test-image-debian-12.qcow2"
+
+
+@pytest.fixture(scope="session")
+def libvirt_env():
+    """A storage pool and an isolated network of the test session's own, with the guest image in the pool."""
+    assert GUEST_IMAGE.exists(), f"{GUEST_IMAGE} is missing: run scripts/setup.sh first"
+    tag = secrets.token_hex(3)
+    env = {
+        "pool": f"test-kvmpanel-{tag}",
+        "pool_path": f"/var/lib/kvmpanel/test-pools/{tag}",
+        "network": f"test-kvmpanel-{tag}",
+    }
+    try:
+        with hypervisor.connect(LOCAL_URI) as session:
+            session.ensure_pool(env["pool"], env["pool_path"])
+            session.ensure_network(env["network"], bridge_name(env["network"]))
+            session.upload_volume(env["pool"], IMAGE_VOLUME, str(GUEST_IMAGE))
+        yield env
+    finally:
+        _remove_libvirt_env(env)
+
+
+def _remove_libvirt_env(env):
+    """Remove our domains (test-, panel-made, with disks in our pool), volumes, pool and network."""
+    with hypervisor.connect(LOCAL_URI) as session:
+        for name in session.domain_names():
+            if not name.startswith("test-"):
+                continue
+            with contextlib.suppress(hypervisor.NotOurs, hypervisor.NotFound):
+                if any(pool == env["pool"] for pool, _ in xml.domain_volumes(session.domain_xml(name))):
+                    session.undefine(name)
+        with contextlib.suppress(hypervisor.NotFound):
+            for volume in session.volume_names(env["pool"]):
+                session.delete_volume(env["pool"], volume)
+            session.delete_pool(env["pool"])
+        with contextlib.suppress(hypervisor.NotFound):
+            session.delete_network(env["network"])
+
+
+def _database_url() -> str:
+    """The URL of the test database, for the worker process."""
+    from django.db import connection
+
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    credentials = ""
+    if db.get("USER"):
+        credentials = quote(db["USER"]) + (f":{quote(db['PASSWORD'])}" if db.get("PASSWORD") else "") + "@"
+    port = f":{db['PORT']}" if db.get("PORT") else ""
+    return f"postgres://{credentials}{db.get('HOST') or ''}{port}/{db['NAME']}"
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup, django_db_blocker):
+    """A real Celery worker process on the test database and the test Redis database."""
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()  # no stale tasks from an earlier run
+    OUTPUT.mkdir(exist_ok=True)
+    log_path = OUTPUT / f"celery-worker-{os.getpid()}.log"
+    with django_db_blocker.unblock():
+        database_url = _database_url()
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "kvmpanel.test_settings",
+        "DATABASE_URL": database_url,
+    }
+    command = [
+        str(Path(sys.executable).with_name("celery")),
+        "-A", "kvmpanel", "worker",
+        "-Q", f"default,node.{TEST_NODE}",
+        "--concurrency", "2",
+        "--loglevel", "INFO",
+        "--hostname", f"test-worker-{os.getpid()}@%h",
+        "--without-gossip", "--without-mingle", "--without-heartbeat",
+    ]  # fmt: skip
+    with open(log_path, "w") as log:
+        worker = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _wait_until(lambda: "ready." in log_path.read_text(), 60, f"worker ready (see {log_path})")
+        yield worker
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+
+
+def _wait_until(condition, timeout: float, what: str, interval: float = 0.25):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.fixture
+def wait_until():
+    return _wait_until
+
+
+@pytest.fixture
+def node(transactional_db, libvirt_env) -> Node:
+    """The local libvirtd as a panel node, with the test pool and network."""
+    return register_node(
+        TEST_NODE,
+        LOCAL_URI,
+        pool_name=libvirt_env["pool"],
+        pool_path=libvirt_env["pool_path"],
+        network_name=libvirt_env["network"],
+    )
+
+
+@pytest.fixture
+def demo_image(node):
+    return make_image(name="Debian 12 (test)", volume_name=IMAGE_VOLUME, min_disk_gb=2)
+
+
+@pytest.fixture
+def nano_plan(transactional_db):
+    return make_plan(name="Nano", vcpus=1, memory_mib=512, disk_gb=4)
+
+
+@pytest.fixture
+def customer(transactional_db):
+    return make_user("carol")
+
+
+def virsh(*args: str) -> subprocess.CompletedProcess:
+    """An independent witness: what libvirt itself says, through its own command-line client."""
+    return subprocess.run(["virsh", "-c", LOCAL_URI, *args], capture_output=True, text=True, timeout=30)
+
+
+def domain_state(name: str) -> str:
+    result = virsh("domstate", name)
+    return result.stdout.strip() if result.returncode == 0 else "absent"
+
+
+def serial_text(name: str) -> str:
+    path = Path(xml.serial_log_path(name))
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    # Only loopback: the page must never reach anything else.
+    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE 127.0.0.1",
+]
+
+
+@pytest.fixture(scope="session")
+def chromium(tmp_path_factory):
+    """Debian's Chromium driven by Playwright (never a downloaded browser)."""
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API keeps an event loop in this thread; the ORM calls
+    # tests make in between are still plain synchronous calls.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")),
+            executable_path="/usr/bin/chromium",
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 900},
+        )
+        yield context
+        context.close()
+
+
+@pytest.fixture
+def page(chromium, request):
+    page = chromium.new_page()
+    yield page
+    OUTPUT.mkdir(exist_ok=True)
+    page.screenshot(path=str(OUTPUT / f"{request.node.name}-last.png"), full_page=True)
+    page.close()
+    chromium.clear_cookies()
+
+
+@pytest.fixture
+def sign_in(live_server):
+    def sign_in(page, user, password=None):
+        page.goto(f"{live_server.url}/accounts/login/")
+        page.fill("#id_username", user.username)
+        page.fill("#id_password", password or f"{user.username}-pass-123")
+        page.click("button[type=submit]")
+        page.wait_for_url(f"{live_server.url}/vms/")
+
+    return sign_in
