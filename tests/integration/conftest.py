@@ -27,9 +27,7 @@ from ..factories import make_image, make_plan, make_user
 ROOT = Path(__file__).resolve().parents[2]
 OUTPUT = ROOT / "test-output"
 LOCAL_URI = "qemu:///system"
-GUEST_IMAGE = Path(
-    os.environ.get("KVMPANEL_GUEST_IMAGE", "/var/cache/kvmpanel/images/debian-12-cloud.qcow2")
-)
+GUEST_IMAGE = Path(os.environ.get("KVMPANEL_GUEST_IMAGE", "/var/cache/kvmpanel/images/debian-12-cloud.qcow2"))
 TEST_NODE = "test-node"
 IMAGE_VOLUME = "test-image-debian-12.qcow2"
 
