@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django.contrib.humanize",
     "channels",
     "accounts",
     "vms",
@@ -122,6 +123,9 @@ STATICFILES_DIRS = [
     ("vendor/bootstrap", BASE_DIR / "node_modules/bootstrap/dist"),
     ("vendor/bootstrap-icons", BASE_DIR / "node_modules/bootstrap-icons/font"),
     ("vendor/htmx", BASE_DIR / "node_modules/htmx.org/dist"),
+    ("vendor/novnc", BASE_DIR / "node_modules/@novnc/novnc"),
+    ("vendor/xterm", BASE_DIR / "node_modules/@xterm/xterm"),
+    ("vendor/xterm-addon-fit", BASE_DIR / "node_modules/@xterm/addon-fit"),
 ]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
@@ -175,6 +179,15 @@ KVMPANEL_NETWORK_NAME = env("KVMPANEL_NETWORK_NAME", "kvmpanel")
 KVMPANEL_DOMAIN_PREFIX = env("KVMPANEL_DOMAIN_PREFIX", "")
 KVMPANEL_SHUTDOWN_TIMEOUT = envint("KVMPANEL_SHUTDOWN_TIMEOUT", 120)
 KVMPANEL_TASK_MAX_RETRIES = envint("KVMPANEL_TASK_MAX_RETRIES", 3)
+
+# Consoles. The VNC bridge (manage.py console_bridge) listens here; browsers
+# reach it at KVMPANEL_CONSOLE_URL, or at ws(s)://<panel host>:<port>/ when unset.
+KVMPANEL_CONSOLE_BIND = env("KVMPANEL_CONSOLE_BIND", "127.0.0.1")
+KVMPANEL_CONSOLE_PORT = envint("KVMPANEL_CONSOLE_PORT", 6080)
+KVMPANEL_CONSOLE_URL = env("KVMPANEL_CONSOLE_URL", "")
+KVMPANEL_CONSOLE_TOKEN_TTL = envint("KVMPANEL_CONSOLE_TOKEN_TTL", 30)
+# Serve static files from their sources in the ASGI app (tests); production uses WhiteNoise.
+KVMPANEL_SERVE_STATIC = envbool("KVMPANEL_SERVE_STATIC", False)
 
 LOGGING = {
     "version": 1,

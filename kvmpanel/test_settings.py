@@ -19,3 +19,4 @@ KVMPANEL_SHUTDOWN_TIMEOUT = 90
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast user fixtures
 # The live server serves static files itself; WhiteNoise would look for collectstatic's folder.
 MIDDLEWARE = [m for m in MIDDLEWARE if "whitenoise" not in m]  # noqa: F405
+KVMPANEL_SERVE_STATIC = True

@@ -117,3 +117,33 @@ def test_the_list_page_costs_the_same_queries_for_many_vms(client, alice, django
     client.force_login(alice)
     with django_assert_max_num_queries(6):
         assert client.get(reverse("vms:list")).status_code == 200
+
+
+def test_a_customer_cannot_have_two_live_vms_with_one_hostname(client, alice, bob, enqueued):
+    make_node()
+    plan, image = make_plan(), make_image()
+    actions.create_vm(owner=alice, plan=plan, image=image, hostname="web")
+    client.force_login(alice)
+    response = client.post(reverse("vms:create"), {"plan": plan.pk, "image": image.pk, "hostname": "web"})
+    assert "You already have a VM named web" in response.content.decode()
+    with pytest.raises(actions.ActionRefused, match="already have"):
+        actions.create_vm(owner=alice, plan=plan, image=image, hostname="web")
+    actions.create_vm(owner=bob, plan=plan, image=image, hostname="web")  # another customer may
+    assert VirtualMachine.objects.filter(hostname="web").count() == 2
+
+
+def test_a_deleted_vms_hostname_can_be_used_again(alice, enqueued):
+    make_node()
+    plan, image = make_plan(), make_image()
+    old = actions.create_vm(owner=alice, plan=plan, image=image, hostname="web")
+    old.set_state(VMState.DELETED)
+    assert actions.create_vm(owner=alice, plan=plan, image=image, hostname="web").pk != old.pk
+
+
+def test_the_vm_page_shows_what_is_in_progress(client, alice, alice_vm):
+    Operation.objects.create(vm=alice_vm, kind=OperationKind.REBOOT, user=alice)
+    client.force_login(alice)
+    page = client.get(alice_vm.get_absolute_url()).content.decode()
+    assert "Rebooting…" in page
+    assert 'data-busy="reboot"' in page
+    assert "hx-trigger" in page  # the block refreshes itself until the operation ends

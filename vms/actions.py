@@ -28,11 +28,14 @@ def pick_node(plan: Plan) -> Node:
 
 def create_vm(*, owner, plan: Plan, image: Image, hostname: str, display_name: str = "") -> VirtualMachine:
     node = pick_node(plan)
-    with transaction.atomic():
-        vm = VirtualMachine.objects.create(
-            owner=owner, node=node, plan=plan, image=image, hostname=hostname, display_name=display_name
-        )
-        _record(vm, owner, OperationKind.CREATE)
+    try:
+        with transaction.atomic():
+            vm = VirtualMachine.objects.create(
+                owner=owner, node=node, plan=plan, image=image, hostname=hostname, display_name=display_name
+            )
+            _record(vm, owner, OperationKind.CREATE)
+    except IntegrityError:
+        raise ActionRefused(f"You already have a VM named {hostname}.") from None
     return vm
 
 

@@ -27,8 +27,7 @@ class NodeAdmin(admin.ModelAdmin):
         "hostname",
         "cpus",
         "memory_mib",
-        "storage_capacity_bytes",
-        "storage_available_bytes",
+        "storage",
         "libvirt_version",
         "last_seen_at",
         "last_error",
@@ -97,7 +96,7 @@ def _power_action(kind: str, label: str):
 
 @admin.register(VirtualMachine)
 class VirtualMachineAdmin(admin.ModelAdmin):
-    list_display = ("name", "hostname", "owner", "state", "node", "plan", "image", "created_at")
+    list_display = ("name", "owner", "state", "node", "plan", "image", "created_at")
     list_filter = ("state", "node", "plan", "image")
     search_fields = ("hostname", "display_name", "uuid", "owner__username", "owner__email")
     list_select_related = ("owner", "node", "plan", "image")
@@ -126,11 +125,15 @@ class VirtualMachineAdmin(admin.ModelAdmin):
 
 @admin.register(Operation)
 class OperationAdmin(admin.ModelAdmin):
-    list_display = ("kind", "vm", "user", "status", "attempt", "created_at", "duration")
+    list_display = ("kind", "vm", "user", "status", "attempt", "created_at", "took")
     list_filter = ("status", "kind")
     search_fields = ("vm__hostname", "vm__uuid", "user__username", "error")
     list_select_related = ("vm", "user")
     date_hierarchy = "created_at"
+
+    @admin.display(description="took")
+    def took(self, operation):
+        return f"{operation.duration.total_seconds():.1f} s" if operation.duration else "—"
 
     def has_add_permission(self, request):
         return False

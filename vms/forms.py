@@ -1,6 +1,6 @@
 from django import forms
 
-from .models import Image, Plan
+from .models import Image, Plan, VirtualMachine
 from .validators import validate_hostname
 
 
@@ -18,9 +18,20 @@ class CreateVMForm(forms.Form):
         max_length=100, required=False, help_text="Optional; shown in the panel instead of the hostname."
     )
 
+    def __init__(self, *args, owner=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.owner = owner
+        for name, field in self.fields.items():
+            css = "form-select" if isinstance(field.widget, forms.Select) else "form-control"
+            if self.errors.get(name):
+                css += " is-invalid"
+            field.widget.attrs["class"] = css
+
     def clean_hostname(self):
         hostname = self.cleaned_data["hostname"].strip().lower()
         validate_hostname(hostname)
+        if self.owner and VirtualMachine.objects.live().filter(owner=self.owner, hostname=hostname).exists():
+            raise forms.ValidationError(f"You already have a VM named {hostname}.")
         return hostname
 
     def clean(self):
@@ -29,11 +40,3 @@ class CreateVMForm(forms.Form):
         if plan and image and plan.disk_gb < image.min_disk_gb:
             self.add_error("plan", f"{image} needs a disk of at least {image.min_disk_gb} GiB.")
         return cleaned
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        for name, field in self.fields.items():
-            css = "form-select" if isinstance(field.widget, forms.Select) else "form-control"
-            if self.errors.get(name):
-                css += " is-invalid"
-            field.widget.attrs["class"] = css

@@ -26,12 +26,24 @@ class Node(models.Model):
     uri = models.CharField("libvirt URI", max_length=255, unique=True)
     status = models.CharField(max_length=16, choices=NodeStatus.choices, default=NodeStatus.ONLINE)
     virt_type = models.CharField(
-        "virtualization", max_length=8, choices=VirtType.choices, default=VirtType.KVM
+        "virtualization",
+        max_length=8,
+        choices=VirtType.choices,
+        default=VirtType.KVM,
+        help_text="Chosen when the node is registered (KVMPANEL_VIRT_TYPE overrides); "
+        "change it only on purpose: it applies to VMs defined from then on.",
     )
     pool_name = models.CharField("storage pool", max_length=64, default="kvmpanel")
     network_name = models.CharField("network", max_length=64, default="kvmpanel")
+    console_host = models.CharField(
+        "console address",
+        max_length=255,
+        default="127.0.0.1",
+        help_text="Where the console bridge reaches this node's VNC servers: 127.0.0.1 for the "
+        "local node, the node's management address for a remote one.",
+    )
     hostname = models.CharField(max_length=255, blank=True)
-    cpus = models.PositiveIntegerField(default=0)
+    cpus = models.PositiveIntegerField("CPUs", default=0)
     memory_mib = models.PositiveBigIntegerField("memory (MiB)", default=0)
     storage_capacity_bytes = models.PositiveBigIntegerField(default=0)
     storage_available_bytes = models.PositiveBigIntegerField(default=0)
@@ -132,7 +144,7 @@ def _vnc_password() -> str:
 class VirtualMachine(models.Model):
     """A customer's VM. Its libvirt domain is named after `uuid`; `state` is the last known one."""
 
-    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    uuid = models.UUIDField("UUID", default=uuid.uuid4, unique=True, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="vms")
     node = models.ForeignKey(Node, on_delete=models.PROTECT, related_name="vms")
     plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="vms")
@@ -151,6 +163,14 @@ class VirtualMachine(models.Model):
     class Meta:
         ordering = ["-created_at"]
         verbose_name = "virtual machine"
+        constraints = [
+            # One live VM per hostname per customer, so names in lists and confirmations are unambiguous.
+            models.UniqueConstraint(
+                fields=["owner", "hostname"],
+                condition=~Q(state="deleted"),
+                name="unique_live_hostname_per_owner",
+            )
+        ]
 
     def __str__(self):
         return self.name
@@ -198,7 +218,9 @@ class Operation(models.Model):
     """One change to a VM, run by a Celery task: what, by whom, and how it ended."""
 
     kind = models.CharField(max_length=16, choices=OperationKind.choices)
-    vm = models.ForeignKey(VirtualMachine, on_delete=models.CASCADE, related_name="operations")
+    vm = models.ForeignKey(
+        VirtualMachine, on_delete=models.CASCADE, related_name="operations", verbose_name="VM"
+    )
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )

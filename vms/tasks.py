@@ -77,6 +77,7 @@ def domain_spec(vm: VirtualMachine) -> hypervisor.DomainSpec:
         disk_volume=vm.disk_volume,
         network=node.network_name,
         vnc_password=vm.vnc_password,
+        vnc_listen=node.console_host,
         hostname=vm.hostname,
         owner_id=vm.owner_id,
     )

@@ -11,4 +11,7 @@ urlpatterns = [
     path("<uuid:vm_uuid>/live/", views.vm_live, name="live"),
     path("<uuid:vm_uuid>/delete/", views.vm_delete, name="delete"),
     path("<uuid:vm_uuid>/power/<str:kind>/", views.vm_action, name="action"),
+    path("<uuid:vm_uuid>/console/", views.vm_console, name="console"),
+    path("<uuid:vm_uuid>/console/token/", views.vm_console_token, name="console_token"),
+    path("<uuid:vm_uuid>/serial/", views.vm_serial, name="serial"),
 ]

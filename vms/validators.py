@@ -10,6 +10,12 @@ _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 def validate_hostname(value: str) -> None:
     if not value or len(value) > 253:
         raise ValidationError("A hostname has 1 to 253 characters.", code="hostname")
+    bad = sorted(set(re.sub(r"[a-z0-9.-]", "", value)))
+    if bad:
+        shown = " ".join(repr(c) if c.strip() else "space" for c in bad)
+        raise ValidationError(
+            f"A hostname may use only letters, digits, hyphens and dots; not {shown}.", code="hostname"
+        )
     labels = value.split(".")
     if any(not _LABEL.match(label) for label in labels):
         raise ValidationError(

@@ -1,15 +1,21 @@
 """Customer pages. Every read renders from the database only; changes go through vms.actions."""
 
+from urllib.parse import urlencode
+
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import Http404, HttpResponse
+from django.http import Http404, HttpResponse, JsonResponse
+from django.http.request import split_domain_port
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from . import actions
 from .choices import OperationKind, VMState
+from .consoles import tokens
 from .forms import CreateVMForm
 from .models import Operation, VirtualMachine
 
@@ -51,7 +57,7 @@ def _last_operations(vms) -> dict:
 
 @login_required
 def vm_create(request):
-    form = CreateVMForm(request.POST or None)
+    form = CreateVMForm(request.POST or None, owner=request.user)
     if request.method == "POST" and form.is_valid():
         try:
             vm = actions.create_vm(owner=request.user, **form.cleaned_data)
@@ -103,7 +109,15 @@ def vm_action(request, vm_uuid, kind):
         messages.error(request, str(refusal))
     else:
         messages.info(request, f"{OperationKind(kind).label} requested for {vm.name}.")
-    return redirect(vm)
+    return redirect(_safe_next(request) or vm.get_absolute_url())
+
+
+def _safe_next(request) -> str | None:
+    """The page to return to (e.g. the console), if it is one of ours."""
+    target = request.POST.get("next", "")
+    if target and url_has_allowed_host_and_scheme(target, {request.get_host()}, request.is_secure()):
+        return target
+    return None
 
 
 @login_required
@@ -121,4 +135,38 @@ def vm_delete(request, vm_uuid):
             else:
                 messages.info(request, f"Deleting {vm.name}: its disk and all its data will be removed.")
                 return redirect(vm)
-    return render(request, "vms/delete.html", {"vm": vm, "error": error})
+    typed = request.POST.get("confirm_hostname", "")
+    return render(request, "vms/delete.html", {"vm": vm, "error": error, "typed": typed})
+
+
+@login_required
+def vm_console(request, vm_uuid):
+    """The graphical console page (noVNC); it asks for a one-time token when it connects."""
+    vm = _get_vm_for_user(request.user, vm_uuid)
+    return render(request, "vms/console.html", {"vm": vm, "allowed": vm.allowed_actions()})
+
+
+@require_POST
+@login_required
+def vm_console_token(request, vm_uuid):
+    """A one-time, 30-second token for this user and this VM's console, after the access check."""
+    vm = _get_vm_for_user(request.user, vm_uuid)
+    if vm.state != VMState.RUNNING:
+        return JsonResponse({"error": f"The VM is {vm.get_state_display().lower()}."}, status=409)
+    token = tokens.issue(request.user, vm)
+    return JsonResponse({"url": f"{_console_base_url(request)}?{urlencode({'token': token})}"})
+
+
+def _console_base_url(request) -> str:
+    if settings.KVMPANEL_CONSOLE_URL:
+        return settings.KVMPANEL_CONSOLE_URL
+    scheme = "wss" if request.is_secure() else "ws"
+    host, _port = split_domain_port(request.get_host())
+    return f"{scheme}://{host}:{settings.KVMPANEL_CONSOLE_PORT}/"
+
+
+@login_required
+def vm_serial(request, vm_uuid):
+    """The serial console page (xterm.js over a Channels websocket)."""
+    vm = _get_vm_for_user(request.user, vm_uuid)
+    return render(request, "vms/serial.html", {"vm": vm, "allowed": vm.allowed_actions()})

@@ -14,7 +14,12 @@ BOOT_TIMEOUT = 300  # under emulation a guest needs about a minute to its login 
 
 def click_and_wait_for_state(page, button: str, state: str, timeout_s: float):
     page.get_by_role("button", name=button).click()
-    page.wait_for_selector(f"#vm-state[data-state='{state}']", timeout=timeout_s * 1000)
+    wait_for_settled_state(page, state, timeout_s)
+
+
+def wait_for_settled_state(page, state: str, timeout_s: float):
+    """The state badge shows `state` and no operation is running."""
+    page.wait_for_selector(f"#vm-state[data-state='{state}']:not([data-busy])", timeout=timeout_s * 1000)
 
 
 def last_operation(vm) -> Operation:
@@ -31,7 +36,7 @@ def test_a_customer_creates_runs_and_deletes_a_vm_in_the_browser(
     page.fill("#id_hostname", "life-1")
     page.get_by_role("button", name="Create").click()
 
-    page.wait_for_selector("#vm-state[data-state='running']", timeout=120_000)
+    wait_for_settled_state(page, "running", 120)
     vm = VirtualMachine.objects.get(hostname="life-1")
     assert vm.owner == customer and vm.domain_name.startswith("test-")
     assert domain_state(vm.domain_name) == "running"

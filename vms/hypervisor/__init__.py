@@ -1,5 +1,6 @@
 """The one door to libvirt: only this package imports `libvirt`."""
 
+from .console import ConsoleBusy, SerialConsole
 from .errors import Conflict, HypervisorError, NodeUnreachable, NotFound, NotOurs, OperationFailed
 from .host import detect_virt_type
 from .session import NodeSession, connect
@@ -7,6 +8,7 @@ from .specs import DomainSpec, DomainStatus, NodeInfo, PoolInfo, PowerState
 
 __all__ = [
     "Conflict",
+    "ConsoleBusy",
     "DomainSpec",
     "DomainStatus",
     "HypervisorError",
@@ -18,6 +20,7 @@ __all__ = [
     "OperationFailed",
     "PoolInfo",
     "PowerState",
+    "SerialConsole",
     "connect",
     "detect_virt_type",
 ]

@@ -30,6 +30,22 @@ def operation_class(status: str) -> str:
     return _OPERATION_CLASSES.get(status, "text-bg-secondary")
 
 
+_PROGRESS = {
+    "create": "Creating…",
+    "start": "Starting…",
+    "shutdown": "Shutting down…",
+    "force_off": "Powering off…",
+    "reboot": "Rebooting…",
+    "delete": "Deleting…",
+}
+
+
+@register.filter
+def progress_label(kind: str) -> str:
+    """What the state badge says while an operation of `kind` runs."""
+    return _PROGRESS.get(kind, "Working…")
+
+
 @register.filter
 def gib(num_bytes: int) -> str:
     return f"{num_bytes / 1024**3:.1f} GiB"

@@ -1,0 +1,1 @@
+"""Console access: one-time tokens, the VNC bridge (websockify) and its RFB security proxy."""

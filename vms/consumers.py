@@ -1,0 +1,73 @@
+"""WebSocket consumers: the serial console, relayed between xterm.js and a libvirt console stream."""
+
+import asyncio
+import contextlib
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from . import hypervisor
+from .models import VirtualMachine
+
+# Close codes the page explains to the user.
+CLOSE_NOT_FOUND = 4404
+CLOSE_BUSY = 4409
+CLOSE_UNAVAILABLE = 4503
+CLOSE_ENDED = 4000
+
+
+@database_sync_to_async
+def _visible_vm(user, vm_uuid):
+    if not user.is_authenticated or not user.is_active:
+        return None
+    return VirtualMachine.objects.visible_to(user).select_related("node").filter(uuid=vm_uuid).first()
+
+
+class SerialConsoleConsumer(AsyncWebsocketConsumer):
+    """One viewer of one VM's serial console. Leaving the page closes the stream."""
+
+    console: hypervisor.SerialConsole | None = None
+
+    async def connect(self):
+        vm = await _visible_vm(self.scope["user"], self.scope["url_route"]["kwargs"]["vm_uuid"])
+        await self.accept()
+        if vm is None:
+            await self.close(CLOSE_NOT_FOUND)  # the same as a VM that does not exist
+            return
+        force = b"force=1" in self.scope.get("query_string", b"")
+        try:
+            self.console = await asyncio.to_thread(
+                hypervisor.SerialConsole, vm.node.uri, vm.domain_name, force
+            )
+        except hypervisor.ConsoleBusy:
+            await self.close(CLOSE_BUSY)
+            return
+        except hypervisor.HypervisorError:
+            await self.close(CLOSE_UNAVAILABLE)
+            return
+        self.pump = asyncio.create_task(self._relay_from_guest())
+
+    async def _relay_from_guest(self):
+        while True:
+            data = await asyncio.to_thread(self.console.recv)
+            if not data:
+                break
+            await self.send(bytes_data=data)
+        # The stream ended: VM powered off, or another window took the console over.
+        await self.close(CLOSE_ENDED)
+
+    async def receive(self, text_data=None, bytes_data=None):
+        if self.console is None:
+            return
+        data = bytes_data if bytes_data is not None else (text_data or "").encode()
+        await asyncio.to_thread(self.console.send, data)
+
+    async def disconnect(self, code):
+        if self.console is not None:
+            await asyncio.to_thread(self.console.close)
+            self.console = None
+        pump = getattr(self, "pump", None)
+        if pump is not None and pump is not asyncio.current_task():
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pump

@@ -1,0 +1,7 @@
+from django.urls import path
+
+from . import consumers
+
+websocket_urlpatterns = [
+    path("ws/vms/<uuid:vm_uuid>/serial/", consumers.SerialConsoleConsumer.as_asgi()),
+]
