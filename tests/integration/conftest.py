@@ -7,6 +7,7 @@ import contextlib
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -83,21 +84,72 @@ def _database_url() -> str:
     return f"postgres://{credentials}{db.get('HOST') or ''}{port}/{db['NAME']}"
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 @pytest.fixture(scope="session")
-def celery_worker(django_db_setup, django_db_blocker):
-    """A real Celery worker process on the test database and the test Redis database."""
-    redis.Redis.from_url(settings.REDIS_URL).flushdb()  # no stale tasks from an earlier run
-    OUTPUT.mkdir(exist_ok=True)
-    log_path = OUTPUT / f"celery-worker-{os.getpid()}.log"
+def process_env(django_db_setup, django_db_blocker):
+    """The environment for the panel's own processes started by tests: test settings, test database."""
     with django_db_blocker.unblock():
         database_url = _database_url()
-    env = {
+    return {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "kvmpanel.test_settings",
         "DATABASE_URL": database_url,
+        "KVMPANEL_CONSOLE_PORT": str(free_port()),
     }
+
+
+@contextlib.contextmanager
+def panel_process(name: str, command: list[str], env: dict, ready):
+    """Run one of the panel's processes for the tests, logging to test-output/, stopped at the end."""
+    OUTPUT.mkdir(exist_ok=True)
+    log_path = OUTPUT / f"{name}-{os.getpid()}.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _wait_until(
+            lambda: process.poll() is None and ready(log_path.read_text()), 60, f"{name} (see {log_path})"
+        )
+        yield process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="session")
+def panel_server(process_env):
+    """The panel's ASGI server (daphne: pages and websockets) on a free port."""
+    port = free_port()
+    command = [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "kvmpanel.asgi:application"]
+    with panel_process("daphne", command, process_env, lambda log: "Listening on" in log):
+        yield f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="session")
+def console_bridge(process_env):
+    """The VNC console bridge (websockify with the panel's token plugin)."""
+    port = process_env["KVMPANEL_CONSOLE_PORT"]
+    command = [sys.executable, "manage.py", "console_bridge", "--port", port]
+    with panel_process("console-bridge", command, process_env, lambda log: "console bridge on" in log):
+        yield int(port)
+
+
+@pytest.fixture(scope="session")
+def celery_worker(process_env):
+    """A real Celery worker process on the test database and the test Redis database."""
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()  # no stale tasks from an earlier run
     command = [
-        str(Path(sys.executable).with_name("celery")),
+        str(BIN / "celery"),
         "-A", "kvmpanel", "worker",
         "-Q", f"default,node.{TEST_NODE}",
         "--concurrency", "2",
@@ -105,17 +157,8 @@ def celery_worker(django_db_setup, django_db_blocker):
         "--hostname", f"test-worker-{os.getpid()}@%h",
         "--without-gossip", "--without-mingle", "--without-heartbeat",
     ]  # fmt: skip
-    with open(log_path, "w") as log:
-        worker = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        _wait_until(lambda: "ready." in log_path.read_text(), 60, f"worker ready (see {log_path})")
+    with panel_process("celery-worker", command, process_env, lambda log: "ready." in log) as worker:
         yield worker
-    finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
 
 
 def _wait_until(condition, timeout: float, what: str, interval: float = 0.25):
@@ -218,12 +261,12 @@ def page(chromium, request):
 
 
 @pytest.fixture
-def sign_in(live_server):
+def sign_in(panel_server):
     def sign_in(page, user, password=None):
-        page.goto(f"{live_server.url}/accounts/login/")
+        page.goto(f"{panel_server}/accounts/login/")
         page.fill("#id_username", user.username)
         page.fill("#id_password", password or f"{user.username}-pass-123")
         page.click("button[type=submit]")
-        page.wait_for_url(f"{live_server.url}/vms/")
+        page.wait_for_url(f"{panel_server}/vms/")
 
     return sign_in

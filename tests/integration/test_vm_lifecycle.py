@@ -1,10 +1,22 @@
-"""A customer runs a real VM through its whole life in Chromium, with a real worker and libvirtd."""
+"""A customer runs a real VM through its whole life in Chromium, with a real worker, libvirtd and consoles.
+
+One guest boot is shared by the steps that need a booted guest (consoles, reboot,
+ACPI shutdown): under emulation a boot takes about a minute.
+"""
+
+import base64
+import os
+import socket
+import time
+from urllib.parse import urlparse
 
 import pytest
+from django.test import Client
 
 from vms.choices import OperationStatus, VMState
 from vms.models import Operation, VirtualMachine
 
+from ..factories import make_user
 from .conftest import OUTPUT, domain_state, serial_text, virsh
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
@@ -12,22 +24,135 @@ pytestmark = [pytest.mark.integration, pytest.mark.browser]
 BOOT_TIMEOUT = 300  # under emulation a guest needs about a minute to its login prompt
 
 
-def click_and_wait_for_state(page, button: str, state: str, timeout_s: float):
-    page.get_by_role("button", name=button).click()
-    wait_for_settled_state(page, state, timeout_s)
-
-
 def wait_for_settled_state(page, state: str, timeout_s: float):
     """The state badge shows `state` and no operation is running."""
     page.wait_for_selector(f"#vm-state[data-state='{state}']:not([data-busy])", timeout=timeout_s * 1000)
+
+
+def click_and_wait_for_state(page, button: str, state: str, timeout_s: float):
+    page.get_by_role("button", name=button).click()
+    wait_for_settled_state(page, state, timeout_s)
 
 
 def last_operation(vm) -> Operation:
     return vm.operations.order_by("-created_at", "-id").first()
 
 
-def test_a_customer_creates_runs_and_deletes_a_vm_in_the_browser(
-    page, sign_in, live_server, customer, node, demo_image, nano_plan, celery_worker, wait_until
+def booted_again(vm) -> bool:
+    """The guest's kernel started a second time and reached its login prompt since."""
+    text = serial_text(vm.domain_name)
+    return text.count("Linux version") >= 2 and "login:" in text.rsplit("Linux version", 1)[1]
+
+
+def canvas_colours(page) -> int:
+    """How many distinct colours the noVNC canvas shows (a blank canvas has one)."""
+    return page.evaluate(
+        """() => {
+            const canvas = document.querySelector('#screen canvas');
+            if (!canvas || !canvas.width) return 0;
+            const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+            const seen = new Set();
+            for (let i = 0; i < data.length; i += 4 * 97) {
+                seen.add((data[i] << 16) | (data[i + 1] << 8) | data[i + 2]);
+            }
+            return seen.size;
+        }"""
+    )
+
+
+def websocket_status(url: str, origin: str, cookie: str) -> int:
+    """The HTTP status a WebSocket upgrade to `url` gets (101 when accepted)."""
+    target = urlparse(url)
+    key = base64.b64encode(os.urandom(16)).decode()
+    request = (
+        f"GET {target.path or '/'}?{target.query} HTTP/1.1\r\nHost: {target.netloc}\r\n"
+        "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Protocol: binary\r\n"
+        f"Origin: {origin}\r\nCookie: {cookie}\r\n\r\n"
+    )
+    with socket.create_connection((target.hostname, target.port), timeout=10) as conn:
+        conn.sendall(request.encode())
+        reply = conn.recv(1024).decode("latin1")
+    return int(reply.split()[1]) if reply.startswith("HTTP/") else 0
+
+
+def new_console_url(page, panel_server, vm) -> str:
+    response = page.request.post(
+        f"{panel_server}/vms/{vm.uuid}/console/token/",
+        headers={"X-CSRFToken": csrf_cookie(page), "Referer": f"{panel_server}/"},
+    )
+    assert response.status == 200, response.text()
+    return response.json()["url"]
+
+
+def csrf_cookie(page) -> str:
+    return next(c["value"] for c in page.context.cookies() if c["name"] == "csrftoken")
+
+
+def session_cookie(page) -> str:
+    return next(f"sessionid={c['value']}" for c in page.context.cookies() if c["name"] == "sessionid")
+
+
+def check_graphical_console(page, panel_server, vm):
+    started = time.monotonic()
+    page.get_by_role("link", name="Console").click()
+    page.wait_for_selector("#console-status[data-status='connected']", timeout=20_000)
+    deadline = time.monotonic() + 20
+    while canvas_colours(page) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    first_frame = time.monotonic() - started
+    assert canvas_colours(page) >= 2, "the console canvas stayed blank"
+    page.screenshot(path=str(OUTPUT / "console-vnc.png"))
+    print(f"\nclick Console -> first frame: {first_frame:.2f} s")
+    # The page got a ticket, never an address or a password it could reuse.
+    html = page.content()
+    assert vm.vnc_password not in html and "5900" not in html
+
+
+def check_console_tickets(page, panel_server, console_bridge, vm):
+    origin, cookie = panel_server, session_cookie(page)
+    url = new_console_url(page, panel_server, vm)
+    assert websocket_status(url, origin, cookie) == 101
+    assert websocket_status(url, origin, cookie) == 403, "a replayed ticket must be refused"
+    assert websocket_status(new_console_url(page, panel_server, vm), "http://evil.example", cookie) == 403
+    stranger = make_user("mallory")
+    client = Client()
+    client.force_login(stranger)
+    strangers_cookie = f"sessionid={client.cookies['sessionid'].value}"
+    assert websocket_status(new_console_url(page, panel_server, vm), origin, strangers_cookie) == 403
+
+
+def check_serial_console(page, vm):
+    page.go_back()
+    page.get_by_role("link", name="Serial").click()
+    page.wait_for_selector("#console-status[data-status='connected']", timeout=20_000)
+    page.locator("#terminal").click()
+    page.keyboard.press("Enter")
+    page.wait_for_function(
+        "() => document.querySelector('#terminal .xterm-rows').innerText.includes('login:')", timeout=30_000
+    )
+    page.keyboard.type("root")
+    page.keyboard.press("Enter")
+    page.wait_for_function(
+        "() => document.querySelector('#terminal .xterm-rows').innerText.includes('Password:')",
+        timeout=30_000,
+    )
+    page.screenshot(path=str(OUTPUT / "console-serial.png"))
+    page.keyboard.press("Control+C")  # leave the password prompt; the next step reboots anyway
+    page.go_back()
+
+
+def test_a_customer_runs_a_vm_through_its_life_in_the_browser(
+    page,
+    sign_in,
+    panel_server,
+    console_bridge,
+    customer,
+    node,
+    demo_image,
+    nano_plan,
+    celery_worker,
+    wait_until,
 ):
     sign_in(page, customer)
     page.get_by_role("link", name="Create VM").first.click()
@@ -43,10 +168,15 @@ def test_a_customer_creates_runs_and_deletes_a_vm_in_the_browser(
     assert last_operation(vm).status == OperationStatus.SUCCEEDED
     page.screenshot(path=str(OUTPUT / "vm-running.png"), full_page=True)
 
+    check_graphical_console(page, panel_server, vm)
+    check_console_tickets(page, panel_server, console_bridge, vm)
     wait_until(lambda: "login:" in serial_text(vm.domain_name), BOOT_TIMEOUT, "the guest's login prompt")
+    check_serial_console(page, vm)
+
+    wait_for_settled_state(page, "running", 10)
     click_and_wait_for_state(page, "Reboot", "running", 60)
     assert last_operation(vm).kind == "reboot"
-    wait_until(lambda: serial_text(vm.domain_name).count("login:") >= 2, BOOT_TIMEOUT, "login after reboot")
+    wait_until(lambda: booted_again(vm), BOOT_TIMEOUT, "the login prompt after the reboot")
 
     click_and_wait_for_state(page, "Shut down", "stopped", 120)
     assert domain_state(vm.domain_name) == "shut off"
@@ -60,7 +190,7 @@ def test_a_customer_creates_runs_and_deletes_a_vm_in_the_browser(
     page.get_by_role("link", name="Delete").click()
     page.fill("#confirm_hostname", "life-1")
     page.get_by_role("button", name="Delete this VM").click()
-    page.wait_for_url(f"{live_server.url}/vms/", timeout=60_000)
+    page.wait_for_url(f"{panel_server}/vms/", timeout=60_000)
     vm.refresh_from_db()
     assert vm.state == VMState.DELETED
     assert domain_state(vm.domain_name) == "absent"
