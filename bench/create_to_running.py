@@ -11,78 +11,19 @@ the state written back to the database (polled every 5 ms here).
 """
 
 import argparse
-import os
-import secrets
-import signal
 import statistics
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-VAR = ROOT / "var"
-os.environ.update(
-    DJANGO_SETTINGS_MODULE="kvmpanel.settings",
-    DATABASE_URL=f"sqlite:///{VAR / 'bench.sqlite3'}",
-    REDIS_URL="redis://127.0.0.1:6379/14",
-    KVMPANEL_DOMAIN_PREFIX="bench-",
-    LOG_LEVEL="WARNING",
-)
-GUEST_IMAGE = Path(os.environ.get("KVMPANEL_GUEST_IMAGE", "/var/cache/kvmpanel/images/debian-12-cloud.qcow2"))
-URI = "qemu:///system"
-TAG = secrets.token_hex(3)
-POOL, NETWORK, NODE = f"bench-kvmpanel-{TAG}", f"bench-kvmpanel-{TAG}", "bench-node"
-IMAGE_VOLUME = "bench-image.qcow2"
+import _setup
+import libvirt
+from _setup import IMAGE_VOLUME, NETWORK, POOL, URI, cleanup, prepare, start_worker, stop_process
+from django.test import Client
 
-import django  # noqa: E402
-
-django.setup()
-
-import libvirt  # noqa: E402
-import redis  # noqa: E402
-from django.conf import settings  # noqa: E402
-from django.core.management import call_command  # noqa: E402
-from django.test import Client  # noqa: E402
-
-from vms import hypervisor  # noqa: E402
-from vms.hypervisor import xml  # noqa: E402
-from vms.models import Image, Plan, VirtualMachine  # noqa: E402
-from vms.nodes import bridge_name, register_node  # noqa: E402
-
-
-def prepare():
-    call_command("migrate", verbosity=0)
-    redis.Redis.from_url(settings.REDIS_URL).flushdb()
-    with hypervisor.connect(URI) as node:
-        node.ensure_pool(POOL, f"/var/lib/kvmpanel/bench-pools/{TAG}")
-        node.ensure_network(NETWORK, bridge_name(NETWORK))
-        node.upload_volume(POOL, IMAGE_VOLUME, str(GUEST_IMAGE))
-    register_node(NODE, URI, pool_name=POOL, network_name=NETWORK)
-    plan, _ = Plan.objects.get_or_create(name="bench", vcpus=1, memory_mib=512, disk_gb=4)
-    image, _ = Image.objects.update_or_create(volume_name=IMAGE_VOLUME, defaults={"name": "bench image"})
-    from accounts.models import User
-
-    user, _ = User.objects.get_or_create(username="bench")
-    return plan, image, user
-
-
-def start_worker():
-    log = open(VAR / "bench-worker.log", "w")  # noqa: SIM115 - lives as long as the worker
-    worker = subprocess.Popen(
-        [str(Path(sys.executable).with_name("celery")), "-A", "kvmpanel", "worker",
-         "-Q", f"default,node.{NODE}", "--concurrency", "2", "--loglevel", "INFO",
-         "--without-gossip", "--without-mingle", "--without-heartbeat", "--hostname", f"bench-{TAG}@%h"],
-        cwd=ROOT, env=os.environ.copy(), stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while "ready." not in (VAR / "bench-worker.log").read_text():
-        if time.monotonic() > deadline:
-            raise SystemExit("worker did not start; see var/bench-worker.log")
-        time.sleep(0.1)
-    return worker
+from vms import hypervisor
+from vms.hypervisor import xml
+from vms.models import VirtualMachine
 
 
 def wait_for(condition, timeout=120.0, poll=0.005):
@@ -117,7 +58,7 @@ def raw_create(conn) -> tuple[float, str]:
     pool.createXML(xml.volume_xml(f"{name}.qcow2", 4 * 1024**3, "qcow2", (backing.path(), "qcow2")), 0)
     spec = hypervisor.DomainSpec(
         name=name, uuid=vm_uuid, title=name, virt_type="qemu", vcpus=1, memory_mib=512, pool=POOL,
-        disk_volume=f"{name}.qcow2", network=NETWORK, vnc_password=secrets.token_hex(4),
+        disk_volume=f"{name}.qcow2", network=NETWORK, vnc_password=_setup.TAG[:8],
     )  # fmt: skip
     conn.defineXML(xml.domain_xml(spec)).create()
     return time.perf_counter() - started, name
@@ -140,22 +81,6 @@ def time_to_login(client, plan, image) -> float:
     return elapsed
 
 
-def cleanup():
-    with hypervisor.connect(URI) as node:
-        for name in node.domain_names():
-            if name.startswith("bench-"):
-                try:
-                    if any(pool == POOL for pool, _ in xml.domain_volumes(node.domain_xml(name))):
-                        node.undefine(name)
-                except hypervisor.HypervisorError:
-                    pass
-        for volume in node.volume_names(POOL):
-            node.delete_volume(POOL, volume)
-        node.delete_pool(POOL)
-        node.delete_network(NETWORK)
-    (VAR / "bench.sqlite3").unlink(missing_ok=True)
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
@@ -163,7 +88,7 @@ def main():
     args = parser.parse_args()
     worker = None
     try:
-        plan, image, user = prepare()
+        plan, image, user, _node = prepare()
         worker = start_worker()
         client = Client(HTTP_HOST="127.0.0.1")
         client.force_login(user)
@@ -182,9 +107,7 @@ def main():
                 f"create request -> guest login prompt: {time_to_login(client, plan, image):.1f} s (emulated)"
             )
     finally:
-        if worker:
-            worker.send_signal(signal.SIGTERM)
-            worker.wait(30)
+        stop_process(worker)
         cleanup()
 
 

@@ -1,12 +1,13 @@
 """Console tickets, the bridge's checks, the RFB security proxy and the serial console's access rules."""
 
+import asyncio
+import concurrent.futures
 import json
 import struct
 import time
 
 import pytest
 import redis
-from asgiref.sync import async_to_sync
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.test import Client, override_settings
@@ -242,7 +243,9 @@ def serial_attempt(vm, cookie: str, origin: str = "http://127.0.0.1:8000"):
         await communicator.disconnect()
         return connected, code
 
-    return async_to_sync(attempt)()
+    # A thread of its own: a browser test in the same session may hold this thread's event loop.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, attempt()).result()
 
 
 @pytest.mark.django_db(transaction=True)

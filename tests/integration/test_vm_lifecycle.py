@@ -139,7 +139,23 @@ def check_serial_console(page, vm):
     )
     page.screenshot(path=str(OUTPUT / "console-serial.png"))
     page.keyboard.press("Control+C")  # leave the password prompt; the next step reboots anyway
+    check_second_serial_viewer(page)
     page.go_back()
+
+
+def check_second_serial_viewer(page):
+    """A second window is told the console is busy and may take it over; nothing is interleaved."""
+    second = page.context.new_page()
+    second.goto(page.url)
+    second.wait_for_selector("#console-status[data-status='disconnected']", timeout=20_000)
+    assert "open in another window" in second.inner_text("#console-status")
+    second.get_by_role("button", name="Take over").click()
+    second.wait_for_selector("#console-status[data-status='connected']", timeout=20_000)
+    page.wait_for_selector("#console-status[data-status='disconnected']", timeout=20_000)
+    assert "took it over" in page.inner_text("#console-status")
+    second.close()  # leaving the page frees the console for the first window
+    page.get_by_role("button", name="Reconnect").click()
+    page.wait_for_selector("#console-status[data-status='connected']", timeout=20_000)
 
 
 def test_a_customer_runs_a_vm_through_its_life_in_the_browser(

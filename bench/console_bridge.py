@@ -1,0 +1,262 @@
+"""The VNC console bridge against a direct TCP connection to the same VNC server, in one run.
+
+    .venv/bin/python bench/console_bridge.py [--requests 300] [--frames 30] [--clicks 3]
+
+A guest is started under libvirt (bench-…), then the same RFB conversation is
+held twice with its VNC server: directly over TCP (authenticating with the VNC
+password), and through the bridge over a WebSocket (one-time ticket, Origin,
+session cookie; the bridge authenticates). Printed: the round trip of a 1x1
+framebuffer update (added latency), full-frame raw updates per second and MB/s
+(throughput), and, in Chromium, the time from clicking "Console" to the first
+frame on the canvas.
+"""
+
+import argparse
+import base64
+import os
+import socket
+import statistics
+import struct
+import time
+
+import _setup
+from _setup import BENCH_PASSWORD, BIN, cleanup, free_port, prepare, start_process, stop_process
+from django.test import Client
+
+from vms import hypervisor
+from vms.consoles import rfb, tokens
+from vms.models import VirtualMachine
+from vms.tasks import domain_spec
+
+ORIGIN = "http://127.0.0.1"
+
+
+class TcpChannel:
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def recv(self, n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = self.sock.recv(n - len(data))
+            if not chunk:
+                raise ConnectionError("closed")
+            data += chunk
+        return data
+
+
+class WebSocketChannel(TcpChannel):
+    """A minimal WebSocket client (binary frames, masked as clients must)."""
+
+    def __init__(self, url: str, cookie: str):
+        host_port, _, query = url.removeprefix("ws://").partition("/")
+        host, port = host_port.split(":")
+        super().__init__(socket.create_connection((host, int(port))))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall(
+            (
+                f"GET /{query} HTTP/1.1\r\nHost: {host_port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Protocol: binary\r\n"
+                f"Origin: {ORIGIN}\r\nCookie: {cookie}\r\n\r\n"
+            ).encode()
+        )
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += self.sock.recv(1)
+        assert head.startswith(b"HTTP/1.1 101"), head[:200]
+        self.buffer = b""
+
+    def send(self, data: bytes) -> None:
+        mask = os.urandom(4)
+        length = len(data)
+        if length < 126:
+            header = struct.pack("!BB", 0x82, 0x80 | length)
+        elif length < 65536:
+            header = struct.pack("!BBH", 0x82, 0x80 | 126, length)
+        else:
+            header = struct.pack("!BBQ", 0x82, 0x80 | 127, length)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+        self.sock.sendall(header + mask + masked)
+
+    def recv(self, n: int) -> bytes:
+        while len(self.buffer) < n:
+            self.buffer += self._frame()
+        data, self.buffer = self.buffer[:n], self.buffer[n:]
+        return data
+
+    def _frame(self) -> bytes:
+        first, second = TcpChannel.recv(self, 2)
+        length = second & 0x7F
+        if length == 126:
+            (length,) = struct.unpack("!H", TcpChannel.recv(self, 2))
+        elif length == 127:
+            (length,) = struct.unpack("!Q", TcpChannel.recv(self, 8))
+        payload = TcpChannel.recv(self, length)
+        return payload if first & 0x0F in (0x0, 0x2) else b""
+
+
+def rfb_session(channel: TcpChannel, password: str | None) -> tuple[int, int, int]:
+    """Handshake to the end of ServerInit; (width, height, bytes per pixel)."""
+    if password is not None:
+        rfb.authenticate_to_server(channel.recv, channel.send, password)
+    else:  # through the bridge: it offers only "None"
+        channel.recv(12)
+        channel.send(rfb.VERSION)
+        count = channel.recv(1)[0]
+        channel.recv(count)
+        channel.send(bytes([rfb.SECURITY_NONE]))
+        assert channel.recv(4) == bytes(4)
+    channel.send(b"\x01")  # ClientInit: shared
+    width, height = struct.unpack("!HH", channel.recv(4))
+    pixel_format = channel.recv(16)
+    (name_length,) = struct.unpack("!I", channel.recv(4))
+    channel.recv(name_length)
+    channel.send(struct.pack("!BxHi", 2, 1, 0))  # SetEncodings: raw only
+    return width, height, pixel_format[0] // 8
+
+
+def update(channel: TcpChannel, width: int, height: int, bpp: int) -> int:
+    """One non-incremental FramebufferUpdate of (0, 0, width, height); the bytes received."""
+    channel.send(struct.pack("!BBHHHH", 3, 0, 0, 0, width, height))
+    total = 0
+    while True:
+        kind = channel.recv(1)[0]
+        if kind == 0:
+            break
+        if kind == 2:  # Bell
+            continue
+        if kind == 3:  # ServerCutText
+            channel.recv(3)
+            (length,) = struct.unpack("!I", channel.recv(4))
+            channel.recv(length)
+    channel.recv(1)
+    (rects,) = struct.unpack("!H", channel.recv(2))
+    for _ in range(rects):
+        _x, _y, w, h, encoding = struct.unpack("!HHHHi", channel.recv(12))
+        if encoding == 0:
+            channel.recv(w * h * bpp)
+            total += w * h * bpp
+        # pseudo-encodings carry no pixel data here
+    return total
+
+
+def measure(channel: TcpChannel, password: str | None, requests: int, frames: int) -> dict:
+    width, height, bpp = rfb_session(channel, password)
+    update(channel, width, height, bpp)  # warm up
+    round_trips = []
+    for _ in range(requests):
+        started = time.perf_counter()
+        update(channel, 1, 1, bpp)
+        round_trips.append(time.perf_counter() - started)
+    started = time.perf_counter()
+    received = sum(update(channel, width, height, bpp) for _ in range(frames))
+    elapsed = time.perf_counter() - started
+    return {
+        "size": f"{width}x{height}x{bpp * 8}",
+        "rtt_ms": 1000 * statistics.median(round_trips),
+        "rtt_p95_ms": 1000 * sorted(round_trips)[int(0.95 * len(round_trips))],
+        "fps": frames / elapsed,
+        "mb_s": received / elapsed / 1e6,
+    }
+
+
+def click_to_first_frame(vm, panel_url: str, clicks: int) -> list[float]:
+    from playwright.sync_api import sync_playwright
+
+    args = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
+            "--disable-background-networking", "--disable-component-update",
+            "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE 127.0.0.1"]  # fmt: skip
+    timings = []
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(_setup.VAR / f"bench-chromium-{_setup.TAG}"),
+            executable_path="/usr/bin/chromium",
+            headless=True,
+            args=args,
+        )
+        page = context.new_page()
+        page.goto(f"{panel_url}/accounts/login/")
+        page.fill("#id_username", "bench")
+        page.fill("#id_password", BENCH_PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_url(f"{panel_url}/vms/")
+        for _ in range(clicks):
+            page.goto(f"{panel_url}/vms/{vm.uuid}/")
+            started = time.perf_counter()
+            page.get_by_role("link", name="Console").click()
+            page.wait_for_function(
+                """() => { const c = document.querySelector('#screen canvas');
+                    if (!c || !c.width) return false;
+                    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+                    for (let i = 4; i < d.length; i += 124) if (d[i] !== d[0] || d[i+1] !== d[1]) return true;
+                    return false; }""",
+                timeout=30_000,
+                polling=10,
+            )
+            timings.append(time.perf_counter() - started)
+        context.close()
+    return timings
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--frames", type=int, default=30)
+    parser.add_argument("--clicks", type=int, default=3)
+    args = parser.parse_args()
+    bridge = web = None
+    try:
+        plan, image, user, node = prepare()
+        vm = VirtualMachine.objects.create(
+            owner=user, node=node, plan=plan, image=image, hostname="bench-console", state="running"
+        )
+        with hypervisor.connect(node.uri) as session:
+            session.create_overlay(node.pool_name, vm.disk_volume, node.pool_name, image.volume_name, 4 << 30)
+            session.define_domain(domain_spec(vm))
+            session.start(vm.domain_name)
+            vnc_port = session.vnc_port(vm.domain_name)
+        bridge_port = free_port()
+        env = {**os.environ, "KVMPANEL_CONSOLE_PORT": str(bridge_port)}
+        bridge = start_process(
+            "bridge", [str(BIN / "python"), "manage.py", "console_bridge"], "bridge on", env
+        )
+        time.sleep(3)  # let the guest draw something
+        client = Client()
+        client.force_login(user)
+        cookie = f"sessionid={client.cookies['sessionid'].value}"
+
+        direct = measure(TcpChannel(socket.create_connection(("127.0.0.1", vnc_port))), vm.vnc_password,
+                         args.requests, args.frames)  # fmt: skip
+        url = f"ws://127.0.0.1:{bridge_port}/?token={tokens.issue(user, vm)}"
+        bridged = measure(WebSocketChannel(url, cookie), None, args.requests, args.frames)
+
+        print(f"guest screen {direct['size']}, {args.requests} round trips, {args.frames} full frames (raw)")
+        print(f"{'':<32}{'direct TCP':>12}{'bridge (ws)':>14}")
+        for key, label in [("rtt_ms", "1x1 update round trip, median ms"), ("rtt_p95_ms", "  p95 ms"),
+                           ("fps", "full frames per second"), ("mb_s", "throughput MB/s")]:  # fmt: skip
+            print(f"{label:<32}{direct[key]:>12.2f}{bridged[key]:>14.2f}")
+        print(f"added latency (median): {bridged['rtt_ms'] - direct['rtt_ms']:.2f} ms")
+
+        if args.clicks:
+            port = free_port()
+            web = start_process(
+                "daphne",
+                [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "kvmpanel.asgi:application"],
+                "Listening on",
+                env,
+            )
+            timings = click_to_first_frame(vm, f"http://127.0.0.1:{port}", args.clicks)
+            shown = ", ".join(f"{t:.2f}" for t in timings)
+            print(f"click Console -> first frame: median {statistics.median(timings):.2f} s ({shown})")
+    finally:
+        stop_process(bridge)
+        stop_process(web)
+        cleanup()
+
+
+if __name__ == "__main__":
+    main()
