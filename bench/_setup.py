@@ -21,7 +21,6 @@ os.environ.update(
     DATABASE_URL=f"sqlite:///{VAR / 'bench.sqlite3'}",
     REDIS_URL="redis://127.0.0.1:6379/14",
     KVMPANEL_DOMAIN_PREFIX="bench-",
-    KVMPANEL_SERVE_STATIC="1",
     LOG_LEVEL="WARNING",
 )
 GUEST_IMAGE = Path(os.environ.get("KVMPANEL_GUEST_IMAGE", "/var/cache/kvmpanel/images/debian-12-cloud.qcow2"))
@@ -53,6 +52,7 @@ def prepare():
 
     (VAR / "bench.sqlite3").unlink(missing_ok=True)
     call_command("migrate", verbosity=0)
+    call_command("collectstatic", interactive=False, verbosity=0)  # pages render as in production
     redis.Redis.from_url(settings.REDIS_URL).flushdb()
     with hypervisor.connect(URI) as node:
         node.ensure_pool(POOL, f"/var/lib/kvmpanel/bench-pools/{TAG}")
@@ -80,6 +80,7 @@ def start_process(name: str, command: list[str], ready: str, env: dict | None = 
     deadline = time.monotonic() + 60
     while ready not in log_path.read_text():
         if time.monotonic() > deadline or process.poll() is not None:
+            process.kill()
             raise SystemExit(f"{name} did not start; see {log_path}")
         time.sleep(0.1)
     return process
