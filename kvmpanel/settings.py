@@ -180,6 +180,9 @@ KVMPANEL_DOMAIN_PREFIX = env("KVMPANEL_DOMAIN_PREFIX", "")
 KVMPANEL_SHUTDOWN_TIMEOUT = envint("KVMPANEL_SHUTDOWN_TIMEOUT", 120)
 KVMPANEL_TASK_MAX_RETRIES = envint("KVMPANEL_TASK_MAX_RETRIES", 3)
 
+# How often the node monitor looks for nodes added or removed.
+KVMPANEL_MONITOR_RESCAN_SECONDS = envint("KVMPANEL_MONITOR_RESCAN_SECONDS", 30)
+
 # Consoles. The VNC bridge (manage.py console_bridge) listens here; browsers
 # reach it at KVMPANEL_CONSOLE_URL, or at ws(s)://<panel host>:<port>/ when unset.
 KVMPANEL_CONSOLE_BIND = env("KVMPANEL_CONSOLE_BIND", "127.0.0.1")

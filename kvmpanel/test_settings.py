@@ -20,3 +20,4 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast use
 # The live server serves static files itself; WhiteNoise would look for collectstatic's folder.
 MIDDLEWARE = [m for m in MIDDLEWARE if "whitenoise" not in m]  # noqa: F405
 KVMPANEL_SERVE_STATIC = True
+KVMPANEL_MONITOR_RESCAN_SECONDS = 1  # tests create nodes and expect them watched at once

@@ -96,3 +96,10 @@ def test_customers_cannot_reach_the_backoffice(client, alice):
     response = client.get(reverse("admin:vms_virtualmachine_changelist"))
     assert response.status_code == 302
     assert "login" in response["Location"]
+
+
+def test_the_list_refresh_returns_only_the_table(client, alice, alice_vm):
+    client.force_login(alice)
+    page = client.get(reverse("vms:list"), headers={"HX-Request": "true"}).content.decode()
+    assert f'data-vm="{alice_vm.uuid}"' in page
+    assert "<html" not in page

@@ -146,4 +146,4 @@ def test_the_vm_page_shows_what_is_in_progress(client, alice, alice_vm):
     page = client.get(alice_vm.get_absolute_url()).content.decode()
     assert "Rebooting…" in page
     assert 'data-busy="reboot"' in page
-    assert "hx-trigger" in page  # the block refreshes itself until the operation ends
+    assert f'data-live-vm="{alice_vm.uuid}"' in page  # pushed changes refresh this block

@@ -6,6 +6,7 @@ Pages (and later the API) call these; none of them waits on the hypervisor.
 from django.db import IntegrityError, transaction
 
 from .choices import NodeStatus, OperationKind
+from .live import publish_vm_changed
 from .models import Image, Node, Operation, Plan, VirtualMachine
 
 
@@ -61,8 +62,13 @@ def _record(vm: VirtualMachine, user, kind: str) -> Operation:
             operation = Operation.objects.create(vm=vm, user=user, kind=kind)
     except IntegrityError:
         raise ActionRefused("Another operation on this VM is still in progress.") from None
-    transaction.on_commit(lambda: enqueue(operation))
+    transaction.on_commit(lambda: _start(operation))
     return operation
+
+
+def _start(operation: Operation) -> None:
+    enqueue(operation)
+    publish_vm_changed(operation.vm)  # open pages show the queued operation at once
 
 
 def enqueue(operation: Operation) -> None:

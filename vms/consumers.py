@@ -4,9 +4,9 @@ import asyncio
 import contextlib
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
 
-from . import hypervisor
+from . import hypervisor, live
 from .models import VirtualMachine
 
 # Close codes the page explains to the user.
@@ -71,3 +71,24 @@ class SerialConsoleConsumer(AsyncWebsocketConsumer):
             pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pump
+
+
+class LiveConsumer(AsyncJsonWebsocketConsumer):
+    """Pushes "this VM changed" to a signed-in user's pages: their own VMs, or every VM for staff."""
+
+    async def connect(self):
+        user = self.scope["user"]
+        if not user.is_authenticated or not user.is_active:
+            await self.close(CLOSE_NOT_FOUND)
+            return
+        self.groups_joined = [live.STAFF_GROUP if user.is_staff else live.owner_group(user.pk)]
+        for group in self.groups_joined:
+            await self.channel_layer.group_add(group, self.channel_name)
+        await self.accept()
+
+    async def disconnect(self, code):
+        for group in getattr(self, "groups_joined", []):
+            await self.channel_layer.group_discard(group, self.channel_name)
+
+    async def vm_changed(self, event):
+        await self.send_json({"vm": event["vm"], "state": event["state"]})

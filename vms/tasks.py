@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from . import hypervisor
 from .choices import OperationKind, VMState
+from .live import publish_vm_changed
 from .models import Node, Operation, VirtualMachine
 from .nodes import refresh_node
 
@@ -46,6 +47,7 @@ def run_operation(task: Task, operation_id: int, work: Work) -> None:
         return
     operation.mark_running()
     vm = operation.vm
+    publish_vm_changed(vm)
     try:
         with hypervisor.connect(vm.node.uri) as node:
             new_state = work(node, vm)
@@ -54,6 +56,7 @@ def run_operation(task: Task, operation_id: int, work: Work) -> None:
             operation.mark_retrying(str(error))
             raise task.retry(exc=error, countdown=5 * 2**task.request.retries) from error
         operation.mark_failed(str(error))
+        publish_vm_changed(vm)
         return
     except Exception as error:
         # A bug, not a hypervisor answer: record it so the operation never
@@ -62,6 +65,7 @@ def run_operation(task: Task, operation_id: int, work: Work) -> None:
         raise
     vm.set_state(new_state)
     operation.mark_succeeded()
+    publish_vm_changed(vm)
 
 
 def domain_spec(vm: VirtualMachine) -> hypervisor.DomainSpec:

@@ -44,7 +44,9 @@ def vm_list(request):
     page = Paginator(queryset, PAGE_SIZE).get_page(request.GET.get("page"))
     last_operations = _last_operations(page.object_list)
     rows = [(vm, last_operations.get(vm.pk)) for vm in page.object_list]
-    return render(request, "vms/list.html", {"page": page, "rows": rows})
+    # Live updates re-fetch only the table (the same partial as the first render).
+    template = "vms/_list.html" if request.headers.get("HX-Request") else "vms/list.html"
+    return render(request, template, {"page": page, "rows": rows})
 
 
 def _last_operations(vms) -> dict:

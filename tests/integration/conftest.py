@@ -145,6 +145,14 @@ def console_bridge(process_env):
 
 
 @pytest.fixture(scope="session")
+def node_monitor(process_env):
+    """The node monitor: libvirt events into VM rows and browser pushes."""
+    command = [sys.executable, "manage.py", "node_monitor"]
+    with panel_process("node-monitor", command, process_env, lambda log: "node monitor running" in log):
+        yield
+
+
+@pytest.fixture(scope="session")
 def celery_worker(process_env):
     """A real Celery worker process on the test database and the test Redis database."""
     redis.Redis.from_url(settings.REDIS_URL).flushdb()  # no stale tasks from an earlier run

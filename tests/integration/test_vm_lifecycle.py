@@ -158,11 +158,29 @@ def check_second_serial_viewer(page):
     page.wait_for_selector("#console-status[data-status='connected']", timeout=20_000)
 
 
+def check_changes_made_outside_the_panel_show_live(page, panel_server, vm):
+    """virsh destroy / start behind the panel's back: open pages follow within about a second."""
+    listing = page.context.new_page()
+    listing.goto(f"{panel_server}/vms/")
+    listing.wait_for_function("document.documentElement.dataset.live === 'connected'", timeout=10_000)
+    page.wait_for_function("document.documentElement.dataset.live === 'connected'", timeout=10_000)
+    assert virsh("destroy", vm.domain_name).returncode == 0
+    started = time.monotonic()  # virsh returns when the domain is off; the event follows
+    wait_for_settled_state(page, "stopped", 2)
+    print(f"\nvirsh destroy -> VM page shows stopped: {time.monotonic() - started:.2f} s")
+    listing.wait_for_selector(f"[data-vm='{vm.uuid}'] [data-state='stopped']", timeout=5_000)
+    assert virsh("start", vm.domain_name).returncode == 0
+    wait_for_settled_state(page, "running", 5)
+    listing.wait_for_selector(f"[data-vm='{vm.uuid}'] [data-state='running']", timeout=5_000)
+    listing.close()
+
+
 def test_a_customer_runs_a_vm_through_its_life_in_the_browser(
     page,
     sign_in,
     panel_server,
     console_bridge,
+    node_monitor,
     customer,
     node,
     demo_image,
@@ -199,6 +217,7 @@ def test_a_customer_runs_a_vm_through_its_life_in_the_browser(
 
     click_and_wait_for_state(page, "Start", "running", 60)
     assert domain_state(vm.domain_name) == "running"
+    check_changes_made_outside_the_panel_show_live(page, panel_server, vm)
 
     click_and_wait_for_state(page, "Force off", "stopped", 60)
     assert domain_state(vm.domain_name) == "shut off"

@@ -2,6 +2,7 @@
 
 from .console import ConsoleBusy, SerialConsole
 from .errors import Conflict, HypervisorError, NodeUnreachable, NotFound, NotOurs, OperationFailed
+from .events import NodeWatcher
 from .host import detect_virt_type
 from .session import NodeSession, connect
 from .specs import DomainSpec, DomainStatus, NodeInfo, PoolInfo, PowerState
@@ -15,6 +16,7 @@ __all__ = [
     "NodeInfo",
     "NodeSession",
     "NodeUnreachable",
+    "NodeWatcher",
     "NotFound",
     "NotOurs",
     "OperationFailed",

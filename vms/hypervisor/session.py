@@ -40,7 +40,7 @@ _CONFLICT = {libvirt.VIR_ERR_OPERATION_INVALID}
 _UNREACHABLE_CODES = {libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_RPC, libvirt.VIR_ERR_AUTH_FAILED}
 _UNREACHABLE_DOMAINS = {libvirt.VIR_FROM_RPC, libvirt.VIR_FROM_REMOTE}
 
-_STATES = {
+POWER_STATES = {
     libvirt.VIR_DOMAIN_NOSTATE: PowerState.UNKNOWN,
     libvirt.VIR_DOMAIN_RUNNING: PowerState.RUNNING,
     libvirt.VIR_DOMAIN_BLOCKED: PowerState.RUNNING,
@@ -287,7 +287,7 @@ class NodeSession:
         state, _max_mem, memory_kib, vcpus, cpu_time = self._panel_domain(name).info()
         return DomainStatus(
             name=name,
-            state=_STATES.get(state, PowerState.UNKNOWN),
+            state=POWER_STATES.get(state, PowerState.UNKNOWN),
             vcpus=vcpus,
             memory_kib=memory_kib,
             cpu_time_ns=cpu_time,

@@ -1,0 +1,35 @@
+// Live state: the server pushes "VM x changed" over a websocket; the page
+// re-fetches its own partial (the VM block, or the VM table) and swaps it in.
+(() => {
+  const vmBlock = document.querySelector("[data-live-vm]");
+  const listBlock = document.querySelector("[data-live-list]");
+  if (!vmBlock && !listBlock) return;
+
+  function refresh(block) {
+    htmx.ajax("GET", block.dataset.liveUrl, { target: block, swap: "innerHTML" });
+  }
+
+  function changed(vm) {
+    if (vmBlock && vmBlock.dataset.liveVm === vm) refresh(vmBlock);
+    if (listBlock && listBlock.querySelector(`[data-vm="${CSS.escape(vm)}"]`)) refresh(listBlock);
+  }
+
+  let delay = 1000;
+  function connect() {
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    const socket = new WebSocket(`${scheme}://${location.host}/ws/live/`);
+    socket.onopen = () => {
+      // Catch up on whatever changed while the page was not listening.
+      if (delay > 1000) { if (vmBlock) refresh(vmBlock); if (listBlock) refresh(listBlock); }
+      delay = 1000;
+      document.documentElement.dataset.live = "connected";
+    };
+    socket.onmessage = (event) => changed(JSON.parse(event.data).vm);
+    socket.onclose = () => {
+      document.documentElement.dataset.live = "disconnected";
+      setTimeout(connect, delay);
+      delay = Math.min(delay * 2, 15000);
+    };
+  }
+  window.addEventListener("load", connect);
+})();

@@ -1,0 +1,105 @@
+"""The node monitor: libvirt events in, VM rows and browser pushes out.
+
+Runs as its own process (manage.py node_monitor), one thread per node.
+"""
+
+import logging
+import threading
+import uuid
+
+from django.conf import settings
+from django.db import close_old_connections
+from django.utils import timezone
+
+from . import hypervisor
+from .choices import NodeStatus, VMState
+from .live import publish_vm_changed
+from .models import Node, VirtualMachine
+
+log = logging.getLogger(__name__)
+
+# States a VM keeps whatever libvirt says: the panel, not libvirt, ends them.
+_PANEL_OWNED_STATES = (VMState.DELETED, VMState.PROVISIONING, VMState.ERROR)
+
+
+def vm_for_domain(node: Node, domain_name: str) -> VirtualMachine | None:
+    """The panel VM behind a domain name on this node, if any."""
+    prefix = settings.KVMPANEL_DOMAIN_PREFIX
+    if not domain_name.startswith(prefix):
+        return None
+    try:
+        vm_uuid = uuid.UUID(domain_name[len(prefix) :])
+    except ValueError:
+        return None  # not a panel name: the reconcile reports such strays
+    return VirtualMachine.objects.select_related("owner").filter(node=node, uuid=vm_uuid).first()
+
+
+def apply_domain_state(node: Node, domain_name: str, state: hypervisor.PowerState | None) -> bool:
+    """Record a domain's new power state on its VM and push it; True when the row changed."""
+    vm = vm_for_domain(node, domain_name)
+    if vm is None or state is None or vm.state in _PANEL_OWNED_STATES:
+        return False
+    if vm.state == state:
+        return False
+    vm.set_state(state)
+    publish_vm_changed(vm)
+    return True
+
+
+def apply_node_status(node: Node, reachable: bool, reason: str) -> None:
+    """Mark the node and its VMs: unreachable makes their state unknown, never "stopped"."""
+    try:
+        node.refresh_from_db()
+    except Node.DoesNotExist:
+        return  # removed meanwhile; its watcher stops at the next rescan
+    if reachable:
+        node.status = NodeStatus.ONLINE if node.status == NodeStatus.UNREACHABLE else node.status
+        node.last_seen_at = timezone.now()
+        node.last_error = ""
+        node.save(update_fields=["status", "last_seen_at", "last_error"])
+        return  # the watcher reports every domain's state right after this
+    if node.status == NodeStatus.ONLINE:
+        node.status = NodeStatus.UNREACHABLE
+    node.last_error = reason
+    node.save(update_fields=["status", "last_error"])
+    for vm in node.vms.live().exclude(state__in=_PANEL_OWNED_STATES).select_related("owner"):
+        vm.set_state(VMState.UNKNOWN)
+        publish_vm_changed(vm)
+    log.warning("node %s unreachable: %s", node, reason)
+
+
+def watch_node(node: Node, stop: threading.Event) -> None:
+    def on_state(name, state):
+        close_old_connections()  # a long-lived thread: drop connections the database closed
+        apply_domain_state(node, name, state)
+
+    def on_status(reachable, reason):
+        close_old_connections()
+        apply_node_status(node, reachable, reason)
+
+    hypervisor.NodeWatcher(node.uri, on_state=on_state, on_status=on_status).run(stop)
+
+
+def run(stop: threading.Event, rescan_seconds: float | None = None) -> None:
+    """Watch every node until `stop` is set; nodes added or removed later are picked up on each rescan."""
+    rescan_seconds = rescan_seconds or settings.KVMPANEL_MONITOR_RESCAN_SECONDS
+    watchers: dict[int, tuple[threading.Thread, threading.Event]] = {}
+    while not stop.is_set():
+        close_old_connections()
+        nodes = {node.pk: node for node in Node.objects.exclude(status=NodeStatus.DISABLED)}
+        for pk, (thread, node_stop) in list(watchers.items()):
+            if pk not in nodes or not thread.is_alive():
+                node_stop.set()
+                del watchers[pk]
+        for pk, node in nodes.items():
+            if pk not in watchers:
+                node_stop = threading.Event()
+                thread = threading.Thread(
+                    target=watch_node, args=(node, node_stop), name=f"watch-{node}", daemon=True
+                )
+                thread.start()
+                watchers[pk] = (thread, node_stop)
+                log.info("watching node %s (%s)", node, node.uri)
+        stop.wait(rescan_seconds)
+    for _thread, node_stop in watchers.values():
+        node_stop.set()
