@@ -144,12 +144,17 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 
 # Redis carries Celery tasks and the Channels layer.
 REDIS_URL = env("REDIS_URL", "redis://127.0.0.1:6379/0")
-CHANNEL_LAYERS = {
-    "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL]},
-    }
-}
+
+
+def channel_layers(redis_url: str) -> dict:
+    # redis-py 8 times out socket reads after 5 s by default, but channels_redis
+    # blocks 5 s on BZPOPMIN while waiting for messages: without this every idle
+    # websocket (serial console, live updates) would crash after 5 s.
+    host = {"address": redis_url, "socket_timeout": None}
+    return {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [host]}}}
+
+
+CHANNEL_LAYERS = channel_layers(REDIS_URL)
 
 CELERY_BROKER_URL = REDIS_URL
 CELERY_TASK_SERIALIZER = "json"

@@ -28,6 +28,19 @@ class SerialConsoleConsumer(AsyncWebsocketConsumer):
 
     console: hypervisor.SerialConsole | None = None
 
+    async def __call__(self, scope, receive, send):
+        # disconnect() runs only when the browser leaves cleanly; if the
+        # consumer dies any other way, the console must still be freed.
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._release()
+
+    async def _release(self):
+        console, self.console = self.console, None
+        if console is not None:
+            await asyncio.to_thread(console.close)
+
     async def connect(self):
         vm = await _visible_vm(self.scope["user"], self.scope["url_route"]["kwargs"]["vm_uuid"])
         await self.accept()
@@ -63,9 +76,7 @@ class SerialConsoleConsumer(AsyncWebsocketConsumer):
         await asyncio.to_thread(self.console.send, data)
 
     async def disconnect(self, code):
-        if self.console is not None:
-            await asyncio.to_thread(self.console.close)
-            self.console = None
+        await self._release()
         pump = getattr(self, "pump", None)
         if pump is not None and pump is not asyncio.current_task():
             pump.cancel()

@@ -144,9 +144,13 @@ def console_bridge(process_env):
         yield int(port)
 
 
-@pytest.fixture(scope="session")
-def node_monitor(process_env):
-    """The node monitor: libvirt events into VM rows and browser pushes."""
+@pytest.fixture
+def node_monitor(process_env, node):
+    """The node monitor: libvirt events into VM rows and browser pushes.
+
+    For one test at a time: it watches every node in the database, and other
+    tests' nodes are not its business.
+    """
     command = [sys.executable, "manage.py", "node_monitor"]
     with panel_process("node-monitor", command, process_env, lambda log: "node monitor running" in log):
         yield
