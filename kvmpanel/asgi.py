@@ -15,10 +15,9 @@ from django.conf import settings  # noqa: E402  (after Django is set up)
 
 from vms.routing import websocket_urlpatterns  # noqa: E402
 
-if settings.KVMPANEL_SERVE_STATIC:
-    from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
+from .static_asgi import StaticFilesApp  # noqa: E402
 
-    django_asgi_app = ASGIStaticFilesHandler(django_asgi_app)
+django_asgi_app = StaticFilesApp(django_asgi_app, from_sources=settings.KVMPANEL_SERVE_STATIC)
 
 application = ProtocolTypeRouter(
     {
