@@ -1,6 +1,7 @@
 """The ASGI static file app: serves what exists, refuses what leaves the static folders."""
 
 import asyncio
+import concurrent.futures
 
 import pytest
 
@@ -19,7 +20,9 @@ def get(path: str, from_sources: bool = True, method: str = "GET"):
         sent.append(message)
 
     scope = {"type": "http", "path": path, "method": method}
-    asyncio.run(StaticFilesApp(fallback, from_sources)(scope, None, send))
+    # A thread of its own: a browser test in the same session may hold this thread's event loop.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, StaticFilesApp(fallback, from_sources)(scope, None, send)).result()
     headers = dict(sent[0].get("headers", []))
     return sent[0]["status"], headers, sent[1]["body"]
 

@@ -19,8 +19,10 @@
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     const socket = new WebSocket(`${scheme}://${location.host}/ws/live/`);
     socket.onopen = () => {
-      // Catch up on whatever changed while the page was not listening.
-      if (delay > 1000) { if (vmBlock) refresh(vmBlock); if (listBlock) refresh(listBlock); }
+      // Catch up on whatever changed between rendering the page (or losing the
+      // socket) and listening now: an operation may have finished meanwhile.
+      if (vmBlock) refresh(vmBlock);
+      if (listBlock) refresh(listBlock);
       delay = 1000;
       document.documentElement.dataset.live = "connected";
     };
