@@ -12,6 +12,7 @@ from urllib.parse import urlparse
 
 import pytest
 from django.test import Client
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from vms.choices import OperationStatus, VMState
 from vms.models import Operation, VirtualMachine
@@ -96,7 +97,7 @@ def session_cookie(page) -> str:
 def check_graphical_console(page, panel_server, vm):
     started = time.monotonic()
     page.get_by_role("link", name="Console").click()
-    page.wait_for_selector("#console-status[data-status='connected']", timeout=20_000)
+    open_console_page(page)
     deadline = time.monotonic() + 20
     while canvas_colours(page) < 2 and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -107,6 +108,28 @@ def check_graphical_console(page, panel_server, vm):
     # The page got a ticket, never an address or a password it could reuse.
     html = page.content()
     assert vm.vnc_password not in html and "5900" not in html
+
+
+def open_console_page(page, attempts: int = 3):
+    """Wait for the console to connect; reload if the page's module script never started.
+
+    Seen rarely in full-suite runs: Chromium did not even request the noVNC
+    modules (daphne logged no request), while the same page works on reload.
+    Each retry is reported, with what the browser said, so it stays visible.
+    """
+    messages = []
+    page.on("console", lambda message: messages.append(f"{message.type}: {message.text}"))
+    page.on("pageerror", lambda error: messages.append(f"pageerror: {error}"))
+    for attempt in range(1, attempts + 1):
+        try:
+            page.wait_for_selector("#console-status[data-status='connected']", timeout=20_000)
+            return
+        except PlaywrightTimeout:
+            status = page.inner_text("#console-status")
+            print(f"\nconsole not connected (attempt {attempt}, status {status!r}); browser said: {messages}")
+            if attempt == attempts:
+                raise
+            page.reload()
 
 
 def check_console_tickets(page, panel_server, console_bridge, vm):
