@@ -1,14 +1,11 @@
 """Console tickets, the bridge's checks, the RFB security proxy and the serial console's access rules."""
 
-import asyncio
-import concurrent.futures
 import json
 import struct
 import time
 
 import pytest
 import redis
-from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.test import Client, override_settings
 from django.urls import reverse
@@ -16,6 +13,7 @@ from django.urls import reverse
 from vms.choices import VMState
 from vms.consoles import bridge, rfb, tokens
 
+from .asgi_helpers import run_off_loop, websocket
 from .factories import make_vm
 
 pytestmark = pytest.mark.django_db
@@ -227,14 +225,9 @@ def test_a_browser_choosing_vnc_auth_is_refused():
 
 def serial_attempt(vm, cookie: str, origin: str = "http://127.0.0.1:8000"):
     """(accepted, close code) of a serial console websocket attempt."""
-    from kvmpanel.asgi import application
 
     async def attempt():
-        communicator = WebsocketCommunicator(
-            application,
-            f"/ws/vms/{vm.uuid}/serial/",
-            headers=[(b"origin", origin.encode()), (b"cookie", cookie.encode()), (b"host", b"127.0.0.1")],
-        )
+        communicator = websocket(f"/ws/vms/{vm.uuid}/serial/", cookie, origin)
         connected, _ = await communicator.connect(timeout=5)
         code = None
         if connected:
@@ -243,9 +236,7 @@ def serial_attempt(vm, cookie: str, origin: str = "http://127.0.0.1:8000"):
         await communicator.disconnect()
         return connected, code
 
-    # A thread of its own: a browser test in the same session may hold this thread's event loop.
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, attempt()).result()
+    return run_off_loop(attempt())
 
 
 @pytest.mark.django_db(transaction=True)

@@ -1,8 +1,5 @@
 """Live state: libvirt events become VM rows and pushes; the live websocket's access rules."""
 
-import asyncio
-import concurrent.futures
-
 import pytest
 from asgiref.sync import sync_to_async
 
@@ -10,6 +7,7 @@ from vms import hypervisor, live, monitor
 from vms.choices import NodeStatus, OperationKind, VMState
 from vms.hypervisor.events import state_after
 
+from .asgi_helpers import run_off_loop, websocket
 from .factories import make_node, make_vm
 from .test_console import session_cookie_for
 
@@ -85,16 +83,9 @@ def test_an_unreachable_node_makes_its_vms_unknown_never_stopped(alice, pushes):
 
 def live_messages(cookie: str, vms_to_change=(), origin="http://127.0.0.1:8000"):
     """Connect to the live websocket, publish changes of `vms_to_change`, and collect what arrives."""
-    from channels.testing import WebsocketCommunicator
-
-    from kvmpanel.asgi import application
 
     async def session():
-        communicator = WebsocketCommunicator(
-            application,
-            "/ws/live/",
-            headers=[(b"origin", origin.encode()), (b"cookie", cookie.encode()), (b"host", b"127.0.0.1")],
-        )
+        communicator = websocket("/ws/live/", cookie, origin)
         connected, _ = await communicator.connect(timeout=5)
         received = []
         if connected:
@@ -109,8 +100,7 @@ def live_messages(cookie: str, vms_to_change=(), origin="http://127.0.0.1:8000")
             await communicator.disconnect()
         return connected, received
 
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, session()).result()
+    return run_off_loop(session())
 
 
 @pytest.mark.django_db(transaction=True)

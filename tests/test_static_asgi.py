@@ -1,11 +1,10 @@
 """The ASGI static file app: serves what exists, refuses what leaves the static folders."""
 
-import asyncio
-import concurrent.futures
-
 import pytest
 
 from kvmpanel.static_asgi import StaticFilesApp
+
+from .asgi_helpers import run_off_loop
 
 
 async def fallback(scope, receive, send):
@@ -20,9 +19,7 @@ def get(path: str, from_sources: bool = True, method: str = "GET"):
         sent.append(message)
 
     scope = {"type": "http", "path": path, "method": method}
-    # A thread of its own: a browser test in the same session may hold this thread's event loop.
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        pool.submit(asyncio.run, StaticFilesApp(fallback, from_sources)(scope, None, send)).result()
+    run_off_loop(StaticFilesApp(fallback, from_sources)(scope, None, send))
     headers = dict(sent[0].get("headers", []))
     return sent[0]["status"], headers, sent[1]["body"]
 
