@@ -103,3 +103,21 @@ def test_the_list_refresh_returns_only_the_table(client, alice, alice_vm):
     page = client.get(reverse("vms:list"), headers={"HX-Request": "true"}).content.decode()
     assert f'data-vm="{alice_vm.uuid}"' in page
     assert "<html" not in page
+
+
+def test_the_backoffice_node_list_counts_live_vms_in_one_query(
+    client, staff, alice, django_assert_max_num_queries
+):
+    from vms.choices import VMState
+
+    from .factories import make_vm
+
+    node = make_vm(alice).node
+    make_vm(alice, node=node)
+    make_vm(alice, node=node, state=VMState.DELETED)
+    client.force_login(staff)
+    staff.is_superuser = True
+    staff.save()
+    with django_assert_max_num_queries(8):
+        page = client.get(reverse("admin:vms_node_changelist")).content.decode()
+    assert '<td class="field-vm_count">2</td>' in page
