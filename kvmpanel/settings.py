@@ -126,6 +126,7 @@ STATICFILES_DIRS = [
     ("vendor/novnc", BASE_DIR / "node_modules/@novnc/novnc"),
     ("vendor/xterm", BASE_DIR / "node_modules/@xterm/xterm"),
     ("vendor/xterm-addon-fit", BASE_DIR / "node_modules/@xterm/addon-fit"),
+    ("vendor/uplot", BASE_DIR / "node_modules/uplot/dist"),
 ]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
@@ -171,6 +172,11 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     "refresh-nodes": {"task": "vms.tasks.refresh_nodes", "schedule": 60.0},
+    "reconcile-nodes": {
+        "task": "vms.tasks.reconcile_nodes",
+        "schedule": envint("KVMPANEL_RECONCILE_SECONDS", 60),
+    },
+    "maintain-usage": {"task": "vms.tasks.maintain_usage", "schedule": 60.0},
 }
 
 # The hypervisor side.
@@ -187,6 +193,10 @@ KVMPANEL_TASK_MAX_RETRIES = envint("KVMPANEL_TASK_MAX_RETRIES", 3)
 
 # How often the node monitor looks for nodes added or removed.
 KVMPANEL_MONITOR_RESCAN_SECONDS = envint("KVMPANEL_MONITOR_RESCAN_SECONDS", 30)
+# How often the node monitor reads every VM's usage counters (one bulk call per node).
+KVMPANEL_STATS_INTERVAL = envint("KVMPANEL_STATS_INTERVAL", 10)
+# The metrics endpoint (/metrics) answers staff sessions, and this bearer token when set.
+KVMPANEL_METRICS_TOKEN = env("KVMPANEL_METRICS_TOKEN", "")
 
 # Consoles. The VNC bridge (manage.py console_bridge) listens here; browsers
 # reach it at KVMPANEL_CONSOLE_URL, or at ws(s)://<panel host>:<port>/ when unset.

@@ -2,6 +2,8 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from vms.metrics import metrics_view
+
 admin.site.site_header = "kvmpanel backoffice"
 admin.site.site_title = "kvmpanel backoffice"
 
@@ -10,4 +12,5 @@ urlpatterns = [
     path("accounts/", include("accounts.urls")),
     path("vms/", include("vms.urls")),
     path("backoffice/", admin.site.urls),
+    path("metrics", metrics_view, name="metrics"),
 ]

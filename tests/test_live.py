@@ -127,3 +127,44 @@ def test_anonymous_gets_no_live_updates(alice_vm):
 def test_the_live_websocket_refuses_a_foreign_origin(alice, alice_vm):
     connected, _ = live_messages(session_cookie_for(alice), [alice_vm], origin="http://evil.example")
     assert not connected
+
+
+def usage_messages(cookie: str, request: dict, node_id: int):
+    """Ask the live websocket for usage news, store a reading of `node_id`, and collect what arrives."""
+
+    async def session():
+        communicator = websocket("/ws/live/", cookie, "http://127.0.0.1:8000")
+        connected, _ = await communicator.connect(timeout=5)
+        assert connected
+        await communicator.send_json_to({"usage": request})
+        received = []
+        if await communicator.receive_nothing(timeout=0.5):  # no refusal: it has joined
+            await sync_to_async(live.publish_usage_sampled)(node_id)
+        while not await communicator.receive_nothing(timeout=1):
+            received.append(await communicator.receive_json_from())
+        await communicator.disconnect()
+        return received
+
+    return run_off_loop(session())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_page_hears_of_new_readings_of_its_own_vm(alice, alice_vm):
+    received = usage_messages(session_cookie_for(alice), {"vm": str(alice_vm.uuid)}, alice_vm.node_id)
+    assert received == [{"usage": alice_vm.node_id}]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("request_kind", ["their vm", "a node", "garbage"])
+def test_usage_news_is_refused_for_what_the_user_may_not_see(alice, bob, alice_vm, request_kind):
+    request = {"their vm": {"vm": str(alice_vm.uuid)}, "a node": {"node": alice_vm.node_id}}.get(
+        request_kind, {"vm": "not-a-uuid"}
+    )
+    received = usage_messages(session_cookie_for(bob), request, alice_vm.node_id)
+    assert received == [{"error": "no such VM or node"}]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_staff_follow_a_nodes_totals(staff, alice_vm):
+    received = usage_messages(session_cookie_for(staff), {"node": alice_vm.node_id}, alice_vm.node_id)
+    assert received == [{"usage": alice_vm.node_id}]

@@ -32,11 +32,17 @@ class NodeAdmin(admin.ModelAdmin):
         "libvirt_version",
         "last_seen_at",
         "last_error",
+        "reconciled_at",
+        "stray_count",
     )
     fieldsets = (
         (None, {"fields": ("name", "uri", "status", "virt_type", "pool_name", "network_name")}),
         ("As libvirt last reported", {"fields": readonly_fields}),
     )
+
+    @admin.display(description="domains no VM owns")
+    def stray_count(self, node):
+        return len(node.stray_domains)
 
     @admin.display(description="storage free")
     def storage(self, node):

@@ -21,6 +21,7 @@ class VMState(models.TextChoices):
     PAUSED = "paused", "Paused"
     CRASHED = "crashed", "Crashed"
     UNKNOWN = "unknown", "Unknown"
+    MISSING = "missing", "Missing"  # the node has no domain for it (found by the reconcile)
     ERROR = "error", "Error"
     DELETED = "deleted", "Deleted"
 
@@ -42,3 +43,6 @@ class OperationStatus(models.TextChoices):
 
 
 ACTIVE_OPERATION_STATUSES = (OperationStatus.QUEUED, OperationStatus.RUNNING)
+
+# States a VM keeps whatever libvirt says: the panel, not libvirt, ends them.
+PANEL_OWNED_STATES = (VMState.DELETED, VMState.PROVISIONING, VMState.ERROR)

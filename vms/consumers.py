@@ -5,9 +5,10 @@ import contextlib
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
+from django.core.exceptions import ValidationError
 
 from . import hypervisor, live
-from .models import VirtualMachine
+from .models import Node, VirtualMachine
 
 # Close codes the page explains to the user.
 CLOSE_NOT_FOUND = 4404
@@ -84,8 +85,23 @@ class SerialConsoleConsumer(AsyncWebsocketConsumer):
                 await pump
 
 
+@database_sync_to_async
+def _usage_node_id(user, content: dict) -> int | None:
+    """The node whose usage readings a page may follow: a VM's node it may see, or any node for staff."""
+    if "vm" in content:
+        vm = VirtualMachine.objects.visible_to(user).filter(uuid=content["vm"]).only("node_id").first()
+        return vm.node_id if vm else None
+    if "node" in content and user.is_staff:
+        return Node.objects.filter(pk=content["node"]).values_list("pk", flat=True).first()
+    return None
+
+
 class LiveConsumer(AsyncJsonWebsocketConsumer):
-    """Pushes "this VM changed" to a signed-in user's pages: their own VMs, or every VM for staff."""
+    """Pushes "this VM changed" to a signed-in user's pages: their own VMs, or every VM for staff.
+
+    A page with usage graphs also sends {"usage": {"vm": uuid}} (or {"node": id}, staff)
+    to hear when a new reading of that VM's node is stored.
+    """
 
     async def connect(self):
         user = self.scope["user"]
@@ -101,5 +117,24 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         for group in getattr(self, "groups_joined", []):
             await self.channel_layer.group_discard(group, self.channel_name)
 
+    async def receive_json(self, content, **kwargs):
+        request = content.get("usage") if isinstance(content, dict) else None
+        if not isinstance(request, dict):
+            return
+        try:
+            node_id = await _usage_node_id(self.scope["user"], request)
+        except (TypeError, ValueError, ValidationError):
+            node_id = None  # a malformed UUID or id: the same as one it may not see
+        if node_id is None:
+            await self.send_json({"error": "no such VM or node"})
+            return
+        group = live.node_usage_group(node_id)
+        if group not in self.groups_joined:
+            await self.channel_layer.group_add(group, self.channel_name)
+            self.groups_joined.append(group)
+
     async def vm_changed(self, event):
         await self.send_json({"vm": event["vm"], "state": event["state"]})
+
+    async def usage_sampled(self, event):
+        await self.send_json({"usage": event["node"]})

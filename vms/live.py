@@ -18,12 +18,27 @@ def vm_group(vm_uuid) -> str:
     return f"vms.vm.{vm_uuid}"
 
 
+def node_usage_group(node_id: int) -> str:
+    return f"vms.usage.node.{node_id}"
+
+
+def publish_usage_sampled(node_id: int) -> None:
+    """Tell pages showing usage graphs of this node or its VMs that a new reading is stored."""
+    _send(node_usage_group(node_id), {"type": "usage.sampled", "node": node_id})
+
+
 def publish_vm_changed(vm) -> None:
     """Tell every page showing `vm` to refresh it. Never fails the caller: the page also reloads."""
     message = {"type": "vm.changed", "vm": str(vm.uuid), "state": vm.state}
-    layer = get_channel_layer()
+    for group in (vm_group(vm.uuid), owner_group(vm.owner_id), STAFF_GROUP):
+        if not _send(group, message):
+            return
+
+
+def _send(group: str, message: dict) -> bool:
     try:
-        for group in (vm_group(vm.uuid), owner_group(vm.owner_id), STAFF_GROUP):
-            async_to_sync(layer.group_send)(group, message)
-    except (OSError, ConnectionError) as error:  # Redis away: the state is in the database anyway
-        log.warning("could not publish a change of %s: %s", vm.uuid, error)
+        async_to_sync(get_channel_layer().group_send)(group, message)
+    except (OSError, ConnectionError) as error:  # Redis away: the data is in the database anyway
+        log.warning("could not publish %s to %s: %s", message["type"], group, error)
+        return False
+    return True

@@ -50,6 +50,13 @@ class Node(models.Model):
     libvirt_version = models.CharField(max_length=32, blank=True)
     last_seen_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
+    stray_domains = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Domains on this node that no VM of the panel owns, as the last reconcile "
+        "found them. The panel never touches them.",
+    )
+    reconciled_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["name"]
@@ -278,3 +285,57 @@ class Operation(models.Model):
         self.error = error
         self.finished_at = timezone.now()
         self.save(update_fields=["status", "error", "finished_at"])
+
+
+class UsageSample(models.Model):
+    """Usage over one interval: a raw sample (bucket_seconds 0) or the average of a rolled-up bucket.
+
+    Rates are per second; CPU is a percentage of the capacity it belongs to
+    (the VM's vCPUs, or the node's CPUs).
+    """
+
+    RAW = 0
+
+    bucket_seconds = models.PositiveIntegerField(default=RAW)
+    at = models.DateTimeField(help_text="When the sample was read, or the start of the bucket.")
+    cpu_percent = models.FloatField(default=0)
+    memory_bytes = models.BigIntegerField(null=True, blank=True)
+    disk_read_bps = models.FloatField(default=0)
+    disk_write_bps = models.FloatField(default=0)
+    net_rx_bps = models.FloatField(default=0)
+    net_tx_bps = models.FloatField(default=0)
+
+    METRICS = ("cpu_percent", "memory_bytes", "disk_read_bps", "disk_write_bps", "net_rx_bps", "net_tx_bps")
+
+    class Meta:
+        abstract = True
+
+    def __str__(self):
+        return f"{self.at:%Y-%m-%d %H:%M:%S} ({self.bucket_seconds or 'raw'})"
+
+
+class VMUsage(UsageSample):
+    vm = models.ForeignKey(VirtualMachine, on_delete=models.CASCADE, related_name="usage", db_index=False)
+
+    class Meta:
+        verbose_name = "VM usage sample"
+        constraints = [
+            models.UniqueConstraint(fields=["vm", "bucket_seconds", "at"], name="one_vm_usage_per_time")
+        ]
+        indexes = [models.Index(fields=["bucket_seconds", "at"], name="vm_usage_by_time")]
+
+
+class NodeUsage(UsageSample):
+    """A node's totals over its VMs, plus how many were running."""
+
+    node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="usage", db_index=False)
+    running_vms = models.PositiveIntegerField(default=0)
+
+    METRICS = (*UsageSample.METRICS, "running_vms")
+
+    class Meta:
+        verbose_name = "node usage sample"
+        constraints = [
+            models.UniqueConstraint(fields=["node", "bucket_seconds", "at"], name="one_node_usage_per_time")
+        ]
+        indexes = [models.Index(fields=["bucket_seconds", "at"], name="node_usage_by_time")]

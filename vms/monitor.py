@@ -12,14 +12,12 @@ from django.db import close_old_connections
 from django.utils import timezone
 
 from . import hypervisor
-from .choices import NodeStatus, VMState
+from .choices import PANEL_OWNED_STATES, NodeStatus, VMState
 from .live import publish_vm_changed
 from .models import Node, VirtualMachine
+from .usage import UsageRecorder
 
 log = logging.getLogger(__name__)
-
-# States a VM keeps whatever libvirt says: the panel, not libvirt, ends them.
-_PANEL_OWNED_STATES = (VMState.DELETED, VMState.PROVISIONING, VMState.ERROR)
 
 
 def vm_for_domain(node: Node, domain_name: str) -> VirtualMachine | None:
@@ -37,7 +35,7 @@ def vm_for_domain(node: Node, domain_name: str) -> VirtualMachine | None:
 def apply_domain_state(node: Node, domain_name: str, state: hypervisor.PowerState | None) -> bool:
     """Record a domain's new power state on its VM and push it; True when the row changed."""
     vm = vm_for_domain(node, domain_name)
-    if vm is None or state is None or vm.state in _PANEL_OWNED_STATES:
+    if vm is None or state is None or vm.state in PANEL_OWNED_STATES:
         return False
     if vm.state == state:
         return False
@@ -62,7 +60,7 @@ def apply_node_status(node: Node, reachable: bool, reason: str) -> None:
         node.status = NodeStatus.UNREACHABLE
     node.last_error = reason
     node.save(update_fields=["status", "last_error"])
-    for vm in node.vms.live().exclude(state__in=_PANEL_OWNED_STATES).select_related("owner"):
+    for vm in node.vms.live().exclude(state__in=PANEL_OWNED_STATES).select_related("owner"):
         vm.set_state(VMState.UNKNOWN)
         publish_vm_changed(vm)
     log.warning("node %s unreachable: %s", node, reason)
@@ -77,7 +75,19 @@ def watch_node(node: Node, stop: threading.Event) -> None:
         close_old_connections()
         apply_node_status(node, reachable, reason)
 
-    hypervisor.NodeWatcher(node.uri, on_state=on_state, on_status=on_status).run(stop)
+    recorder = UsageRecorder(node)
+
+    def on_counters(sampled_at, counters):
+        close_old_connections()
+        recorder.record(sampled_at, counters)
+
+    hypervisor.NodeWatcher(
+        node.uri,
+        on_state=on_state,
+        on_status=on_status,
+        on_counters=on_counters,
+        stats_interval=settings.KVMPANEL_STATS_INTERVAL,
+    ).run(stop)
 
 
 def run(stop: threading.Event, rescan_seconds: float | None = None) -> None:

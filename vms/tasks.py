@@ -11,7 +11,7 @@ from celery import Task, shared_task
 from django.conf import settings
 from django.utils import timezone
 
-from . import hypervisor
+from . import hypervisor, reconcile, usage
 from .choices import OperationKind, VMState
 from .live import publish_vm_changed
 from .models import Node, Operation, VirtualMachine
@@ -169,3 +169,23 @@ def refresh_nodes() -> None:
     """Periodic: capacity and reachability of every node."""
     for node in Node.objects.all():
         refresh_node(node)
+
+
+@shared_task(name="vms.tasks.reconcile_nodes")
+def reconcile_nodes() -> None:
+    """Periodic: one reconcile per node, on the node's own queue."""
+    for node in reconcile.reconcilable_nodes():
+        reconcile_node.apply_async((node.pk,), queue=node.queue)
+
+
+@shared_task(name="vms.tasks.reconcile_node")
+def reconcile_node(node_id: int) -> None:
+    node = Node.objects.filter(pk=node_id).first()
+    if node is not None:
+        reconcile.reconcile_node(node)
+
+
+@shared_task(name="vms.tasks.maintain_usage")
+def maintain_usage() -> dict[str, int]:
+    """Periodic: roll usage samples up into coarser tiers and prune each tier."""
+    return usage.maintain()

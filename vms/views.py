@@ -4,6 +4,7 @@ from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
+from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse, JsonResponse
@@ -13,11 +14,11 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
-from . import actions
+from . import actions, usage
 from .choices import OperationKind, VMState
 from .consoles import tokens
 from .forms import CreateVMForm
-from .models import Operation, VirtualMachine
+from .models import Node, NodeUsage, Operation, VirtualMachine, VMUsage
 
 PAGE_SIZE = 25
 POWER_ACTIONS = {
@@ -97,6 +98,27 @@ def _detail_context(vm: VirtualMachine) -> dict:
         "active_operation": next((op for op in operations if op.is_active), None),
         "allowed": vm.allowed_actions(),
     }
+
+
+@login_required
+def vm_usage(request, vm_uuid):
+    """Graph data for one VM: CPU, memory, disk and network over the last hour, day or month."""
+    vm = _get_vm_for_user(request.user, vm_uuid)
+    return _usage_response(request, VMUsage.objects.filter(vm=vm), memory_mib=vm.plan.memory_mib)
+
+
+@staff_member_required
+def node_usage(request, node_id):
+    """Graph data for a node's totals over its VMs (staff only)."""
+    node = get_object_or_404(Node, pk=node_id)
+    return _usage_response(request, NodeUsage.objects.filter(node=node), memory_mib=node.memory_mib)
+
+
+def _usage_response(request, samples, memory_mib: int) -> JsonResponse:
+    range_name = request.GET.get("range", "hour")
+    if range_name not in usage.RANGES:
+        return JsonResponse({"error": f"range must be one of: {', '.join(usage.RANGES)}"}, status=400)
+    return JsonResponse({**usage.series(samples, range_name), "memory_total": memory_mib * 1024 * 1024})
 
 
 @require_POST

@@ -5,11 +5,12 @@ from .errors import Conflict, HypervisorError, NodeUnreachable, NotFound, NotOur
 from .events import NodeWatcher
 from .host import detect_virt_type
 from .session import NodeSession, connect
-from .specs import DomainSpec, DomainStatus, NodeInfo, PoolInfo, PowerState
+from .specs import DomainCounters, DomainSpec, DomainStatus, NodeInfo, PoolInfo, PowerState
 
 __all__ = [
     "Conflict",
     "ConsoleBusy",
+    "DomainCounters",
     "DomainSpec",
     "DomainStatus",
     "HypervisorError",

@@ -8,12 +8,14 @@ connection, so a libvirtd restart needs no panel restart.
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 import libvirt
 
-from .session import POWER_STATES
-from .specs import PowerState
+from .power import POWER_STATES
+from .specs import DomainCounters, PowerState
+from .stats import read_counters
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,7 @@ _EVENT_STATES = {
 
 StateCallback = Callable[[str, PowerState | None], None]
 StatusCallback = Callable[[bool, str], None]
+CountersCallback = Callable[[float, list[DomainCounters]], None]
 
 
 def state_after(event: int) -> PowerState | bool | None:
@@ -60,13 +63,24 @@ class NodeWatcher:
     """Watches one node: reports each domain's state changes, and whether the node answers.
 
     On every (re)connection it first reports the current state of every domain,
-    which catches whatever happened while it was away.
+    which catches whatever happened while it was away. With `on_counters`, it also
+    reads every domain's usage counters in one bulk call each `stats_interval` seconds.
     """
 
-    def __init__(self, uri: str, on_state: StateCallback, on_status: StatusCallback, retry_seconds=2.0):
+    def __init__(
+        self,
+        uri: str,
+        on_state: StateCallback,
+        on_status: StatusCallback,
+        retry_seconds=2.0,
+        on_counters: CountersCallback | None = None,
+        stats_interval: float = 10.0,
+    ):
         self.uri = uri
         self.on_state = on_state
         self.on_status = on_status
+        self.on_counters = on_counters
+        self.stats_interval = stats_interval
         self.retry_seconds = retry_seconds
         self._closed = threading.Event()
 
@@ -86,13 +100,34 @@ class NodeWatcher:
             try:
                 self.on_status(True, "")
                 self._report_all(conn)
-                while not stop.is_set() and not self._closed.wait(0.5):
-                    pass
+                self._watch(conn, stop)
             finally:
                 self._disconnect(conn)
             if not stop.is_set():
                 self.on_status(False, "the connection to libvirtd was lost")
                 reachable = False
+
+    def _watch(self, conn: libvirt.virConnect, stop: threading.Event) -> None:
+        """Events arrive on libvirt's loop thread; this thread reads counters until the connection ends."""
+        next_sample = time.monotonic()
+        while not stop.is_set() and not self._closed.is_set():
+            if self.on_counters is not None and time.monotonic() >= next_sample:
+                # Keep a steady beat: a slow call delays one sample, not all later ones.
+                next_sample = max(next_sample + self.stats_interval, time.monotonic())
+                self._sample(conn)
+            self._closed.wait(0.5)
+
+    def _sample(self, conn: libvirt.virConnect) -> None:
+        sampled_at = time.time()
+        try:
+            counters = read_counters(conn)
+        except libvirt.libvirtError as error:  # a lost connection shows through the close callback
+            log.warning("reading usage counters from %s failed: %s", self.uri, error.get_error_message())
+            return
+        try:
+            self.on_counters(sampled_at, counters)
+        except Exception:  # one bad sample must not end the watch
+            log.exception("handling usage counters from %s failed", self.uri)
 
     def _connect(self) -> libvirt.virConnect:
         self._closed.clear()

@@ -19,7 +19,9 @@ import libvirt
 
 from . import xml
 from .errors import Conflict, HypervisorError, NodeUnreachable, NotFound, NotOurs, OperationFailed
-from .specs import DomainSpec, DomainStatus, NodeInfo, PoolInfo, PowerState
+from .power import POWER_STATES
+from .specs import DomainCounters, DomainSpec, DomainStatus, NodeInfo, PoolInfo, PowerState
+from .stats import read_counters
 
 log = logging.getLogger(__name__)
 SLOW_CALL_S = 1.0
@@ -39,17 +41,6 @@ _NOT_FOUND = {
 _CONFLICT = {libvirt.VIR_ERR_OPERATION_INVALID}
 _UNREACHABLE_CODES = {libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_RPC, libvirt.VIR_ERR_AUTH_FAILED}
 _UNREACHABLE_DOMAINS = {libvirt.VIR_FROM_RPC, libvirt.VIR_FROM_REMOTE}
-
-POWER_STATES = {
-    libvirt.VIR_DOMAIN_NOSTATE: PowerState.UNKNOWN,
-    libvirt.VIR_DOMAIN_RUNNING: PowerState.RUNNING,
-    libvirt.VIR_DOMAIN_BLOCKED: PowerState.RUNNING,
-    libvirt.VIR_DOMAIN_PAUSED: PowerState.PAUSED,
-    libvirt.VIR_DOMAIN_SHUTDOWN: PowerState.RUNNING,  # shutting down, still on
-    libvirt.VIR_DOMAIN_SHUTOFF: PowerState.STOPPED,
-    libvirt.VIR_DOMAIN_CRASHED: PowerState.CRASHED,
-    libvirt.VIR_DOMAIN_PMSUSPENDED: PowerState.PAUSED,
-}
 
 _UNDEFINE_FLAGS = (
     libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
@@ -358,6 +349,25 @@ class NodeSession:
                 raise
             domain.undefine()
         return volumes
+
+    @translated
+    def domain_states(self) -> dict[str, PowerState]:
+        """Every domain on the node, ours or not, with its power state (one round trip)."""
+        records = self._conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE, 0)
+        return {
+            domain.name(): POWER_STATES.get(record.get("state.state"), PowerState.UNKNOWN)
+            for domain, record in records
+        }
+
+    @translated
+    def is_panel_domain(self, name: str) -> bool:
+        """Whether the domain carries the panel's metadata marker (read only, for reports)."""
+        return xml.is_panel_domain(self._conn.lookupByName(name).XMLDesc(0))
+
+    @translated
+    def domain_counters(self) -> list[DomainCounters]:
+        """Usage counters of every domain on the node, in one bulk call."""
+        return read_counters(self._conn)
 
     @translated
     def domain_names(self) -> list[str]:

@@ -66,3 +66,21 @@ class PoolInfo:
     path: str
     capacity_bytes: int
     available_bytes: int
+
+
+@dataclass(frozen=True)
+class DomainCounters:
+    """One domain's cumulative counters at one moment, from the node's bulk stats call.
+
+    A counter is None when the domain does not report it (stopped, or a driver without it).
+    """
+
+    name: str
+    state: PowerState
+    vcpus: int = 0
+    cpu_time_ns: int | None = None
+    memory_used_bytes: int | None = None
+    disk_read_bytes: int | None = None
+    disk_write_bytes: int | None = None
+    net_rx_bytes: int | None = None
+    net_tx_bytes: int | None = None

@@ -81,7 +81,8 @@ def _devices(spec: DomainSpec) -> etree._Element:
             E.input(type="tablet", bus="usb"),
             _graphics(spec),
             E.video(E.model(type="vga")),
-            E.memballoon(model="virtio"),
+            # The balloon driver reports the guest's own memory use every 10 s (usage graphs).
+            E.memballoon(E.stats(period="10"), model="virtio"),
             E.rng(E.backend("/dev/urandom", model="random"), model="virtio"),
         ]
     )

@@ -10,6 +10,7 @@ _STATE_CLASSES = {
     "crashed": "text-bg-danger",
     "error": "text-bg-danger",
     "unknown": "text-bg-dark",
+    "missing": "text-bg-danger",
     "deleted": "text-bg-light",
 }
 _OPERATION_CLASSES = {

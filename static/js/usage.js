@@ -1,0 +1,93 @@
+// Usage graphs (uPlot): CPU, memory, disk and network for the last hour, day
+// or month. Data comes from the element's data-usage-url as columns; the hour
+// view re-fetches whenever live.js reports a new reading.
+(() => {
+  const root = document.querySelector("[data-usage-url]");
+  if (!root) return;
+
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  function bytes(value) {
+    let unit = 0;
+    while (Math.abs(value) >= 1024 && unit < units.length - 1) { value /= 1024; unit++; }
+    return `${value.toFixed(value < 10 && unit ? 1 : 0)} ${units[unit]}`;
+  }
+  const rate = (value) => `${bytes(value)}/s`;
+  const percent = (value) => `${value.toFixed(1)} %`;
+
+  // One chart per card: which columns it draws, how values read, its y-axis top.
+  const CHARTS = {
+    cpu: { lines: [["cpu_percent", "CPU", "#0d6efd"]], format: percent, top: () => 100 },
+    memory: { lines: [["memory_bytes", "Used", "#6f42c1"]], format: bytes, top: (data) => data.memory_total },
+    disk: { lines: [["disk_read_bps", "Read", "#198754"], ["disk_write_bps", "Write", "#fd7e14"]], format: rate },
+    network: { lines: [["net_rx_bps", "In", "#0aa2c0"], ["net_tx_bps", "Out", "#d63384"]], format: rate },
+  };
+  const plots = {};
+  let range = "hour";
+  let loading = false;
+
+  function options(name, chart, width, top) {
+    return {
+      width,
+      height: 170,
+      legend: { live: true },
+      cursor: { drag: { x: false, y: false } },
+      scales: { x: { time: true }, y: { range: (_u, _min, max) => [0, Math.max(top || 0, max || 0, chart.format === percent ? 1 : 1024)] } },
+      axes: [
+        { stroke: "#6c757d", grid: { stroke: "#e9ecef" } },
+        { stroke: "#6c757d", grid: { stroke: "#e9ecef" }, size: 72, values: (_u, ticks) => ticks.map(chart.format) },
+      ],
+      series: [
+        { value: (_u, t) => (t == null ? "–" : new Date(t * 1000).toLocaleString()) },
+        ...chart.lines.map(([, label, color]) => ({
+          label, stroke: color, width: 1.5, fill: `${color}1f`, spanGaps: false,
+          value: (_u, v) => (v == null ? "–" : chart.format(v)),
+        })),
+      ],
+    };
+  }
+
+  function draw(data) {
+    const empty = data.series.t.length === 0;
+    root.querySelector("[data-usage-empty]").hidden = !empty;
+    root.querySelector("[data-usage-charts]").hidden = empty;
+    if (empty) return;
+    for (const [name, chart] of Object.entries(CHARTS)) {
+      const columns = [data.series.t, ...chart.lines.map(([key]) => data.series[key])];
+      const box = root.querySelector(`[data-chart="${name}"]`);
+      const top = chart.top ? chart.top(data) : 0;
+      if (plots[name] && plots[name].range === range) {
+        plots[name].setData(columns);
+      } else {
+        if (plots[name]) plots[name].destroy();
+        plots[name] = new uPlot(options(name, chart, box.clientWidth, top), columns, box);
+        plots[name].range = range;
+      }
+    }
+  }
+
+  async function load() {
+    if (loading) return;
+    loading = true;
+    try {
+      const response = await fetch(`${root.dataset.usageUrl}?range=${range}`, { headers: { Accept: "application/json" } });
+      if (response.ok) draw(await response.json());
+    } finally {
+      loading = false;
+    }
+  }
+
+  root.querySelectorAll("[data-range]").forEach((button) => {
+    button.addEventListener("click", () => {
+      range = button.dataset.range;
+      root.querySelectorAll("[data-range]").forEach((b) => b.classList.toggle("active", b === button));
+      load();
+    });
+  });
+  document.addEventListener("live:usage", () => { if (range === "hour") load(); });
+  new ResizeObserver(() => {
+    for (const [name, plot] of Object.entries(plots)) {
+      plot.setSize({ width: root.querySelector(`[data-chart="${name}"]`).clientWidth, height: 170 });
+    }
+  }).observe(root);
+  load();
+})();
