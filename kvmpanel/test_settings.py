@@ -19,3 +19,4 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast use
 MIDDLEWARE = [m for m in MIDDLEWARE if "whitenoise" not in m]  # noqa: F405
 KVMPANEL_SERVE_STATIC = True
 KVMPANEL_MONITOR_RESCAN_SECONDS = 1  # tests create nodes and expect them watched at once
+KVMPANEL_STATS_INTERVAL = 2  # usage readings arrive within seconds in tests

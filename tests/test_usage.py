@@ -18,6 +18,11 @@ GIB = 1024**3
 T0 = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
 
 
+@pytest.fixture(autouse=True)
+def ten_second_readings(settings):
+    settings.KVMPANEL_STATS_INTERVAL = 10  # the production default; the test settings use 2
+
+
 def reading(
     name="vm", cpu_s=0.0, read=0, written=0, rx=0, tx=0, memory=GIB, vcpus=2, state=PowerState.RUNNING
 ):

@@ -265,7 +265,14 @@ def series(samples, range_name: str, now: dt.datetime | None = None) -> dict:
         for metric, value in zip(metrics, values, strict=True):
             columns[metric].append(value)
         previous = moment
-    return {"range": range_name, "step": step, "series": columns}
+    start = now - span
+    return {
+        "range": range_name,
+        "step": step,
+        "from": start.timestamp(),
+        "to": now.timestamp(),
+        "series": columns,
+    }
 
 
 def latest_samples() -> tuple[dict[int, NodeUsage], list[VMUsage]]:

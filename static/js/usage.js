@@ -23,6 +23,7 @@
   };
   const plots = {};
   let range = "hour";
+  let span = [0, 1]; // the whole range asked for, so one reading does not fill the width
   let loading = false;
 
   function options(name, chart, width, top) {
@@ -31,7 +32,10 @@
       height: 170,
       legend: { live: true },
       cursor: { drag: { x: false, y: false } },
-      scales: { x: { time: true }, y: { range: (_u, _min, max) => [0, Math.max(top || 0, max || 0, chart.format === percent ? 1 : 1024)] } },
+      // From zero, with a little headroom over the highest point (or the capacity, where known).
+      scales: { x: { time: true, range: () => span }, y: { range: (_u, _min, max) => [0, Math.max(top || 0, 1.1 * (max || 0), chart.format === percent ? 1 : 1024)] } },
+      // With no pointer over the chart, the legend shows the newest reading.
+      hooks: { setCursor: [(u) => { if (u.cursor.idx == null) showNewest(u); }] },
       axes: [
         { stroke: "#6c757d", grid: { stroke: "#e9ecef" } },
         { stroke: "#6c757d", grid: { stroke: "#e9ecef" }, size: 72, values: (_u, ticks) => ticks.map(chart.format) },
@@ -46,7 +50,13 @@
     };
   }
 
+  function showNewest(plot) {
+    const last = plot.data[0].length - 1;
+    if (last >= 0) plot.setLegend({ idx: last });
+  }
+
   function draw(data) {
+    span = [data.from, data.to];
     const empty = data.series.t.length === 0;
     root.querySelector("[data-usage-empty]").hidden = !empty;
     root.querySelector("[data-usage-charts]").hidden = empty;
@@ -62,6 +72,7 @@
         plots[name] = new uPlot(options(name, chart, box.clientWidth, top), columns, box);
         plots[name].range = range;
       }
+      showNewest(plots[name]);
     }
   }
 

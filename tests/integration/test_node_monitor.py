@@ -10,8 +10,8 @@ import pytest
 
 from vms import hypervisor, monitor
 from vms.choices import NodeStatus, VMState
-from vms.models import Node
-from vms.tasks import domain_spec
+from vms.models import Node, NodeUsage, VMUsage
+from vms.tasks import domain_spec, reconcile_nodes
 
 from ..factories import make_vm
 from .conftest import virsh
@@ -94,3 +94,38 @@ def test_a_node_that_stops_answering_is_unreachable_until_it_answers(
 
     os.symlink(LIBVIRT_SOCKET, socket_path)  # the node answers again
     wait_until(lambda: Node.objects.get(pk=node.pk).status == NodeStatus.ONLINE, 15, "back online")
+
+
+def test_a_running_guest_gets_usage_readings_from_the_bulk_stats_call(running_vm, start_watching, wait_until):
+    start_watching()  # readings every 2 s in tests
+    busy = VMUsage.objects.filter(vm=running_vm, cpu_percent__gt=0, memory_bytes__gt=0)
+    wait_until(lambda: busy.count() >= 2, 30, "two readings of the booting guest")
+    reading = busy.latest("at")
+    assert 0 < reading.cpu_percent <= 100
+    assert 0 < reading.memory_bytes <= running_vm.plan.memory_mib * 1024 * 1024
+    assert VMUsage.objects.filter(vm=running_vm, disk_read_bps__gt=0).exists()  # the guest reads its disk
+    totals = NodeUsage.objects.filter(node=running_vm.node).latest("at")
+    assert totals.running_vms >= 1
+
+
+def test_the_periodic_reconcile_flags_a_gone_domain_and_leaves_strays_alone(
+    node, customer, nano_plan, demo_image, celery_worker, wait_until, tmp_path
+):
+    gone = make_vm(customer, node=node, plan=nano_plan, image=demo_image, state="running")  # no domain
+    stray = f"test-stray-{node.pk}-{os.getpid()}"
+    stray_xml = tmp_path / "stray.xml"
+    stray_xml.write_text(
+        f"<domain type='qemu'><name>{stray}</name><memory unit='MiB'>64</memory>"
+        "<os><type arch='x86_64'>hvm</type></os></domain>"
+    )
+    assert virsh("define", str(stray_xml)).returncode == 0
+    try:
+        reconcile_nodes.delay()  # what Celery beat sends every minute
+        reconciled = Node.objects.filter(pk=node.pk, reconciled_at__isnull=False)
+        wait_until(reconciled.exists, 30, "the reconcile to finish")
+        assert state_of(gone) == VMState.MISSING
+        node.refresh_from_db()
+        assert {"name": stray, "state": "stopped", "panel_metadata": False} in node.stray_domains
+        assert stray in virsh("list", "--all", "--name").stdout  # reported, never touched
+    finally:
+        virsh("undefine", stray)

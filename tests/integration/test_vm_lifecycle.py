@@ -15,7 +15,7 @@ from django.test import Client
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from vms.choices import OperationStatus, VMState
-from vms.models import Operation, VirtualMachine
+from vms.models import Operation, VirtualMachine, VMUsage
 
 from ..factories import make_user
 from .conftest import OUTPUT, domain_state, serial_text, virsh
@@ -181,6 +181,22 @@ def check_second_serial_viewer(page):
     page.wait_for_selector("#console-status[data-status='connected']", timeout=20_000)
 
 
+def check_usage_graphs(page, vm):
+    """The VM page draws the guest's real usage, and the hour graph grows as readings arrive."""
+    assert VMUsage.objects.filter(vm=vm, cpu_percent__gt=0).exists()  # the guest has been booting
+    page.wait_for_selector("[data-chart='cpu'] canvas", timeout=10_000)
+    legend = "document.querySelector('[data-chart=cpu] .u-series:nth-child(2) .u-value').textContent"
+    assert page.evaluate(legend).endswith("%")  # the newest reading, e.g. "12.3 %"
+    fetches = "performance.getEntriesByType('resource').filter(e => e.name.includes('/usage/')).length"
+    seen, stored = page.evaluate(fetches), VMUsage.objects.filter(vm=vm).count()
+    # The next reading (every 2 s in tests) is pushed, and the page fetches the graph data again.
+    page.wait_for_function(f"{fetches} > {seen}", timeout=15_000)
+    assert VMUsage.objects.filter(vm=vm).count() > stored
+    for name in ("cpu", "memory", "disk", "network"):
+        assert page.locator(f"[data-chart='{name}'] canvas").count() == 1
+    page.locator("#usage").screenshot(path=str(OUTPUT / "vm-usage.png"))
+
+
 def check_changes_made_outside_the_panel_show_live(page, panel_server, vm):
     """virsh destroy / start behind the panel's back: open pages follow within about a second."""
     listing = page.context.new_page()
@@ -229,6 +245,7 @@ def test_a_customer_runs_a_vm_through_its_life_in_the_browser(
     check_console_tickets(page, panel_server, console_bridge, vm)
     wait_until(lambda: "login:" in serial_text(vm.domain_name), BOOT_TIMEOUT, "the guest's login prompt")
     check_serial_console(page, vm)
+    check_usage_graphs(page, vm)
 
     wait_for_settled_state(page, "running", 10)
     click_and_wait_for_state(page, "Reboot", "running", 60)
