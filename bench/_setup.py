@@ -50,7 +50,7 @@ def prepare():
     """(plan, image, user, node) in a fresh benchmark database and libvirt pool."""
     from accounts.models import User
 
-    (VAR / "bench.sqlite3").unlink(missing_ok=True)
+    remove_database()
     call_command("migrate", verbosity=0)
     call_command("collectstatic", interactive=False, verbosity=0)  # pages render as in production
     redis.Redis.from_url(settings.REDIS_URL).flushdb()
@@ -122,4 +122,13 @@ def cleanup() -> None:
             node.delete_network(NETWORK)
         except hypervisor.NotFound:
             pass
-    (VAR / "bench.sqlite3").unlink(missing_ok=True)
+    remove_database()
+
+
+def remove_database() -> None:
+    """The bench database with its WAL files, closed first so that none is left behind."""
+    from django.db import connections
+
+    connections.close_all()
+    for suffix in ("", "-wal", "-shm"):
+        (VAR / f"bench.sqlite3{suffix}").unlink(missing_ok=True)

@@ -1,6 +1,8 @@
 """ASGI entry point: HTTP through Django; websockets through Channels (session auth, Origin check)."""
 
+import faulthandler
 import os
+import signal
 
 from channels.auth import AuthMiddlewareStack
 from channels.routing import ProtocolTypeRouter, URLRouter
@@ -8,6 +10,8 @@ from channels.security.websocket import AllowedHostsOriginValidator
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kvmpanel.settings")
+# `kill -USR1 <pid>` prints every thread's stack to stderr: how to see what a stuck server waits on.
+faulthandler.register(signal.SIGUSR1, all_threads=True)
 
 django_asgi_app = get_asgi_application()
 

@@ -178,6 +178,11 @@ class VirtualMachine(models.Model):
                 name="unique_live_hostname_per_owner",
             )
         ]
+        # The VM list's order, so a page is read in order instead of sorting every VM first.
+        indexes = [
+            models.Index(fields=["owner", "-created_at", "-id"], name="vm_list_by_owner"),
+            models.Index(fields=["-created_at", "-id"], name="vm_list_all"),
+        ]
 
     def __str__(self):
         return self.name
@@ -248,7 +253,11 @@ class Operation(models.Model):
                 name="one_active_operation_per_vm",
             )
         ]
-        indexes = [models.Index(fields=["status", "created_at"])]
+        indexes = [
+            models.Index(fields=["status", "created_at"]),
+            # A VM's history, newest first (its page, and the list's "last operation").
+            models.Index(fields=["vm", "-created_at", "-id"], name="operation_history"),
+        ]
 
     def __str__(self):
         return f"{self.get_kind_display()} {self.vm} ({self.status})"

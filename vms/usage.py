@@ -11,6 +11,7 @@ import itertools
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import Avg, Max, Min
 from django.utils import timezone
 
@@ -118,8 +119,9 @@ class UsageRecorder:
             for name, rate in rates.items()
             if name in vm_ids
         ]
-        VMUsage.objects.bulk_create(rows, ignore_conflicts=True)
-        NodeUsage.objects.bulk_create([self._node_totals(at, rates.values())], ignore_conflicts=True)
+        with transaction.atomic():  # one commit per interval
+            VMUsage.objects.bulk_create(rows, ignore_conflicts=True)
+            NodeUsage.objects.bulk_create([self._node_totals(at, rates.values())], ignore_conflicts=True)
         live.publish_usage_sampled(self.node.pk)
         return len(rows) + 1
 
@@ -174,12 +176,14 @@ def _buckets_to_roll(model, source: Tier, target: Tier, now: dt.datetime) -> lis
     # A raw reading can be stored a moment after it was read: wait out one interval.
     finished_before = _floor(now - dt.timedelta(seconds=settings.KVMPANEL_STATS_INTERVAL + 5), step)
     last_rolled = model.objects.filter(bucket_seconds=target.bucket_seconds).aggregate(last=Max("at"))["last"]
-    oldest = model.objects.filter(bucket_seconds=source.bucket_seconds).aggregate(first=Min("at"))["first"]
+    source_rows = model.objects.filter(bucket_seconds=source.bucket_seconds)
+    if last_rolled is not None:
+        source_rows = source_rows.filter(at__gte=last_rolled + step)
+    # From the oldest reading not yet rolled up: a long pause costs no empty buckets.
+    oldest = source_rows.aggregate(first=Min("at"))["first"]
     if oldest is None:
         return []
     start = _floor(oldest, step)
-    if last_rolled is not None:
-        start = max(start, last_rolled + step)
     buckets = []
     while start < finished_before:
         buckets.append(start)

@@ -7,6 +7,7 @@ from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
+from django.db.models import OuterRef, Subquery
 from django.http import Http404, HttpResponse, JsonResponse
 from django.http.request import split_domain_port
 from django.shortcuts import get_object_or_404, redirect, render
@@ -51,11 +52,10 @@ def vm_list(request):
 
 
 def _last_operations(vms) -> dict:
-    """The newest operation of each VM on the page, in one query."""
-    latest = {}
-    for operation in Operation.objects.filter(vm__in=list(vms)).order_by("vm_id", "-created_at", "-id"):
-        latest.setdefault(operation.vm_id, operation)
-    return latest
+    """The newest operation of each VM on the page, in one query, however long their histories."""
+    newest = Operation.objects.filter(vm=OuterRef("vm")).order_by("-created_at", "-id").values("pk")[:1]
+    operations = Operation.objects.filter(vm__in=list(vms), pk=Subquery(newest))
+    return {operation.vm_id: operation for operation in operations}
 
 
 @login_required

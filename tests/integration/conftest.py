@@ -124,6 +124,7 @@ def panel_process(name: str, command: list[str], env: dict, ready):
 
 
 BIN = Path(sys.executable).parent
+RUNNING: dict[str, subprocess.Popen] = {}  # the session's long-lived processes, for diagnostics
 
 
 @pytest.fixture(scope="session")
@@ -131,7 +132,8 @@ def panel_server(process_env):
     """The panel's ASGI server (daphne: pages and websockets) on a free port."""
     port = free_port()
     command = [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "kvmpanel.asgi:application"]
-    with panel_process("daphne", command, process_env, lambda log: "Listening on" in log):
+    with panel_process("daphne", command, process_env, lambda log: "Listening on" in log) as server:
+        RUNNING["daphne"] = server
         yield f"http://127.0.0.1:{port}"
 
 
@@ -250,16 +252,34 @@ def chromium(tmp_path_factory):
     # Playwright's sync API keeps an event loop in this thread; the ORM calls
     # tests make in between are still plain synchronous calls.
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    with sync_playwright() as playwright:
+    OUTPUT.mkdir(exist_ok=True)
+    # Chromium aborts requests in flight with ERR_NETWORK_CHANGED when it sees the
+    # host's addresses change, as VMs' devices come and go on this same host. Its
+    # net log and the kernel's address events are kept, to tell when that happened.
+    net_log = f"--log-net-log={OUTPUT / 'chromium-netlog.json'}"
+    with (
+        open(OUTPUT / "ip-monitor.log", "w") as ip_log,
+        subprocess.Popen(["ip", "-ts", "monitor", "address", "link"], stdout=ip_log) as ip_monitor,
+        sync_playwright() as playwright,
+    ):
         context = playwright.chromium.launch_persistent_context(
             str(tmp_path_factory.mktemp("chromium-profile")),
             executable_path="/usr/bin/chromium",
             headless=True,
-            args=CHROMIUM_ARGS,
+            args=[*CHROMIUM_ARGS, net_log],
             viewport={"width": 1280, "height": 900},
         )
         yield context
         context.close()
+        ip_monitor.terminate()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.when == "call":
+        item.call_failed = report.failed
+    return report
 
 
 @pytest.fixture
@@ -267,6 +287,9 @@ def page(chromium, request):
     page = chromium.new_page()
     yield page
     OUTPUT.mkdir(exist_ok=True)
+    if getattr(request.node, "call_failed", False) and "daphne" in RUNNING:
+        # What was the server doing? Every thread's stack goes to its log (see kvmpanel/asgi.py).
+        RUNNING["daphne"].send_signal(signal.SIGUSR1)
     page.screenshot(path=str(OUTPUT / f"{request.node.name}-last.png"), full_page=True)
     page.close()
     chromium.clear_cookies()
