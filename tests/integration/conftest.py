@@ -244,6 +244,26 @@ CHROMIUM_ARGS = [
 ]
 
 
+@contextlib.contextmanager
+def no_link_local_addresses_on_new_devices():
+    """Keep the host's addresses still while VMs start, for the browser's sake.
+
+    Each VM's tap device gets an IPv6 link-local address as it comes up. Chromium,
+    running on this same host (a real customer's browser never does), takes that
+    for a network change and aborts every request in flight with
+    net::ERR_NETWORK_CHANGED, about two seconds later. Seen in the net log: a
+    half-loaded console page. New devices get no link-local address while the
+    browser runs; the host's setting is put back afterwards.
+    """
+    setting = Path("/proc/sys/net/ipv6/conf/default/addr_gen_mode")
+    before = setting.read_text()
+    setting.write_text("1")  # IN6_ADDR_GEN_MODE_NONE
+    try:
+        yield
+    finally:
+        setting.write_text(before)
+
+
 @pytest.fixture(scope="session")
 def chromium(tmp_path_factory):
     """Debian's Chromium driven by Playwright (never a downloaded browser)."""
@@ -253,11 +273,11 @@ def chromium(tmp_path_factory):
     # tests make in between are still plain synchronous calls.
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     OUTPUT.mkdir(exist_ok=True)
-    # Chromium aborts requests in flight with ERR_NETWORK_CHANGED when it sees the
-    # host's addresses change, as VMs' devices come and go on this same host. Its
-    # net log and the kernel's address events are kept, to tell when that happened.
+    # The net log and the kernel's address events are kept, so that a request the
+    # browser dropped can be matched with what changed on the host (see below).
     net_log = f"--log-net-log={OUTPUT / 'chromium-netlog.json'}"
     with (
+        no_link_local_addresses_on_new_devices(),
         open(OUTPUT / "ip-monitor.log", "w") as ip_log,
         subprocess.Popen(["ip", "-ts", "monitor", "address", "link"], stdout=ip_log) as ip_monitor,
         sync_playwright() as playwright,

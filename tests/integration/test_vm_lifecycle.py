@@ -113,10 +113,9 @@ def check_graphical_console(page, panel_server, vm):
 def open_console_page(page, attempts: int = 3):
     """Wait for the console to connect; reload if the page's module script never started.
 
-    Seen in some full-suite runs: Chromium aborted the noVNC modules' requests
-    with net::ERR_NETWORK_CHANGED (it watches the host's network addresses, and
-    VMs' devices come and go on this host), while the same page works on reload.
-    Each retry is reported, with what the browser said, so it stays visible.
+    Seen in full-suite runs before no_link_local_addresses_on_new_devices():
+    Chromium aborted the noVNC modules' requests with net::ERR_NETWORK_CHANGED.
+    Each retry is reported, with what the browser said, so any return is visible.
     """
     messages = []
     page.on("console", lambda message: messages.append(f"{message.type}: {message.text}"))
@@ -194,7 +193,7 @@ def reconnect_serial(page, attempts: int = 3):
     raise AssertionError(f"the serial console did not reconnect in {attempts} attempts")
 
 
-def check_usage_graphs(page, vm):
+def check_usage_graphs(page, vm, wait_until):
     """The VM page draws the guest's real usage, and the hour graph grows as readings arrive."""
     assert VMUsage.objects.filter(vm=vm, cpu_percent__gt=0).exists()  # the guest has been booting
     page.wait_for_selector("[data-chart='cpu'] canvas", timeout=10_000)
@@ -203,8 +202,8 @@ def check_usage_graphs(page, vm):
     fetches = "performance.getEntriesByType('resource').filter(e => e.name.includes('/usage/')).length"
     seen, stored = page.evaluate(fetches), VMUsage.objects.filter(vm=vm).count()
     # The next reading (every 2 s in tests) is pushed, and the page fetches the graph data again.
-    page.wait_for_function(f"{fetches} > {seen}", timeout=15_000)
-    assert VMUsage.objects.filter(vm=vm).count() > stored
+    wait_until(lambda: VMUsage.objects.filter(vm=vm).count() > stored, 10, "the next usage reading")
+    page.wait_for_function(f"{fetches} > {seen}", timeout=10_000)
     for name in ("cpu", "memory", "disk", "network"):
         assert page.locator(f"[data-chart='{name}'] canvas").count() == 1
     page.locator("#usage").screenshot(path=str(OUTPUT / "vm-usage.png"))
@@ -258,7 +257,7 @@ def test_a_customer_runs_a_vm_through_its_life_in_the_browser(
     check_console_tickets(page, panel_server, console_bridge, vm)
     wait_until(lambda: "login:" in serial_text(vm.domain_name), BOOT_TIMEOUT, "the guest's login prompt")
     check_serial_console(page, vm)
-    check_usage_graphs(page, vm)
+    check_usage_graphs(page, vm, wait_until)
 
     wait_for_settled_state(page, "running", 10)
     click_and_wait_for_state(page, "Reboot", "running", 60)
