@@ -4,13 +4,15 @@
 
 Everything runs in this one process, in a database of its own
 (var/bench-scale.sqlite3, removed at the start and the end) and on libvirt's
-in-process test driver (test:///default): no real libvirtd, no guests.
+test driver: no guests.
 
 1. Statistics for 1,000 running domains named as the panel names them
    (bench-<uuid>): the one bulk call the node monitor makes per interval
-   (getAllDomainStats) against the per-domain calls other panels make. The
-   test driver answers in-process, so neither column pays a libvirtd round
-   trip here; on a real node the per-VM loop pays one per call.
+   (getAllDomainStats) against the per-domain calls other panels make, once
+   with the test driver in this process (test:///default: no round trips) and
+   once in the local libvirtd (test+unix:///default: every call is an RPC over
+   libvirtd's Unix socket, as every call to a real node is). The bench's
+   domains are undefined at the end.
    The test driver reports only the state in bulk, so UsageRecorder is fed
    realistic counters built here; it records one simulated hour (360
    intervals of 10 s, every raw row of it through UsageRecorder itself, no
@@ -57,7 +59,8 @@ from vms.hypervisor.stats import read_counters  # noqa: E402
 from vms.models import Image, Node, NodeUsage, Operation, Plan, VirtualMachine, VMUsage  # noqa: E402
 from vms.views import PAGE_SIZE  # noqa: E402
 
-URI = "test:///default"  # libvirt's test driver, in this process; never a real node
+# libvirt's test driver: in this process, and inside the local libvirtd; never a real node.
+URIS = ("test:///default", "test+unix:///default")
 STATS_VMS = 1_000
 INTERVAL = 10  # seconds between readings, as KVMPANEL_STATS_INTERVAL
 HOUR_INTERVALS = 3600 // INTERVAL
@@ -78,7 +81,7 @@ def prepare() -> tuple[Node, Plan, Image]:
     remove_database()
     call_command("migrate", verbosity=0)
     node = Node.objects.create(
-        name="bench-node", uri=URI, virt_type="qemu", cpus=64, memory_mib=512 * 1024, hostname="bench"
+        name="bench-node", uri=URIS[0], virt_type="qemu", cpus=64, memory_mib=512 * 1024, hostname="bench"
     )
     plan = Plan.objects.create(name="bench", vcpus=2, memory_mib=2048, disk_gb=20)
     image = Image.objects.create(name="bench image", volume_name="bench-image.qcow2")
@@ -145,6 +148,13 @@ def define_domains(conn, vms) -> dict[str, str]:
     return macs
 
 
+def undefine_domains(conn, names) -> None:
+    for name in names:
+        domain = conn.lookupByName(name)
+        domain.destroy()
+        domain.undefine()
+
+
 def per_vm_info(conn) -> None:
     for domain in conn.listAllDomains():
         domain.info()
@@ -176,12 +186,13 @@ def bench_reading(conn, macs, vm_ids) -> list[tuple[str, list[float], int]]:
     ]
 
 
-def report_reading(rows) -> None:
-    print(f"\n1a. Reading counters of {STATS_VMS:,} running domains on {URI} (median of {REPEATS})")
+def report_reading(uri: str, rows) -> None:
+    print(f"\n1a. Reading counters of {STATS_VMS:,} running domains on {uri} (median of {REPEATS})")
     print(f"{'':<38}{'libvirt calls':>14}{'median ms':>11}{'max ms':>9}")
     for label, times, calls in rows:
         print(f"{label:<38}{calls:>14,}{median_ms(times):>11.2f}{1000 * max(times):>9.2f}")
-    print("   (in-process test driver: no RPC; on a real libvirtd each call above is a round trip)")
+    if uri.startswith("test:"):
+        print("   (in-process test driver: no RPC; on a real libvirtd each call above is a round trip)")
 
 
 # --- 1b. recording rates, 1c. roll-up and pruning ----------------------------------
@@ -359,9 +370,13 @@ def main():
         operator = User.objects.create_user(username="bench-operator", password=None)
         stats_vms = make_vms(operator, node, plan, image, STATS_VMS)
         vm_ids = usage.UsageRecorder(node)._vm_ids()
-        conn = libvirt.open(URI)
-        macs = define_domains(conn, stats_vms)
-        report_reading(bench_reading(conn, macs, vm_ids))
+        for uri in URIS:
+            conn = libvirt.open(uri)
+            macs = define_domains(conn, stats_vms)
+            report_reading(uri, bench_reading(conn, macs, vm_ids))
+            undefine_domains(conn, macs)
+            conn.close()
+            conn = None
         samples, hour_seconds, raw_rows, runs = bench_usage(node, list(macs))
         report_recording(samples, hour_seconds, raw_rows, time_publish())
         report_maintenance(runs)
