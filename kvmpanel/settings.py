@@ -95,7 +95,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     )
     # Tests run a real Celery worker in another process: it must see the
     # test database, so it lives in a file, not in memory.
-    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
+    # Named after the database, so a second checkout's tests can use one of their own.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{Path(DATABASES['default']['NAME']).name}")}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
