@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin
 
-from .models import User
+from .models import SSHKey, User
 
 
 @admin.register(User)
@@ -21,3 +21,18 @@ class PanelUserAdmin(UserAdmin):
     @admin.display(description="VMs", ordering="_vm_count")
     def vm_count(self, user):
         return user._vm_count
+
+
+@admin.register(SSHKey)
+class SSHKeyAdmin(admin.ModelAdmin):
+    """Staff may look up, rename and remove keys; only their owner adds them (through the validation)."""
+
+    list_display = ("user", "name", "fingerprint", "created_at")
+    list_select_related = ("user",)
+    search_fields = ("user__username", "user__email", "fingerprint")
+    fields = ("user", "name", "public_key", "fingerprint", "created_at")
+    # The key text is the customer's: changing it here would bypass parse_public_key.
+    readonly_fields = ("user", "public_key", "fingerprint", "created_at")
+
+    def has_add_permission(self, request):
+        return False

@@ -1,4 +1,6 @@
+from django.conf import settings
 from django.contrib.auth.models import AbstractUser
+from django.db import models
 
 
 class User(AbstractUser):
@@ -6,3 +8,54 @@ class User(AbstractUser):
 
     Our own model from day one, so later fields (quotas, 2FA) need no swap.
     """
+
+
+# The key types the panel accepts, with the names people know them by.
+SSH_KEY_TYPE_LABELS = {
+    "ssh-ed25519": "Ed25519",
+    "ecdsa-sha2-nistp256": "ECDSA P-256",
+    "ecdsa-sha2-nistp384": "ECDSA P-384",
+    "ecdsa-sha2-nistp521": "ECDSA P-521",
+    "ssh-rsa": "RSA",
+}
+
+
+class SSHKey(models.Model):
+    """An SSH public key a customer keeps in their account, to install on their VMs.
+
+    Rows are made only by accounts.sshkeys (parse_public_key), so public_key is
+    always one normalised line and fingerprint is what `ssh-keygen -lf` prints.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="ssh_keys")
+    name = models.CharField(max_length=100)
+    public_key = models.TextField(help_text="One line: <type> <base64> [comment].")
+    fingerprint = models.CharField(max_length=64, help_text="SHA256:<base64>, as ssh-keygen -l prints it.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = "SSH key"
+        ordering = ["name", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "fingerprint"],
+                name="one_ssh_key_per_fingerprint_per_user",
+                violation_error_message="You have already added this key.",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.fingerprint})"
+
+    @property
+    def key_type(self) -> str:
+        return self.public_key.split(" ", 1)[0]
+
+    @property
+    def type_label(self) -> str:
+        return SSH_KEY_TYPE_LABELS.get(self.key_type, self.key_type)
+
+    @property
+    def comment(self) -> str:
+        parts = self.public_key.split(" ", 2)
+        return parts[2] if len(parts) == 3 else ""
