@@ -68,7 +68,7 @@ class ParsedKey:
 
 def keys_of(user) -> QuerySet[SSHKey]:
     """The SSH keys this user may choose from (their own, by name); none for anonymous users."""
-    if not user.is_authenticated:
+    if user is None or not user.is_authenticated:
         return SSHKey.objects.none()
     return SSHKey.objects.filter(user=user)
 

@@ -36,7 +36,10 @@ def wait_for(condition, timeout=120.0, poll=0.005):
 
 def panel_create(client, plan, image, n) -> tuple[float, VirtualMachine]:
     started = time.perf_counter()
-    response = client.post("/vms/new/", {"plan": plan.pk, "image": image.pk, "hostname": f"bench-{n}"})
+    response = client.post(
+        "/vms/new/",
+        {"plan": plan.pk, "image": image.pk, "hostname": f"bench-{n}", "password": "bench-password-42"},
+    )
     assert response.status_code == 302, response.content[:500]
     vm = VirtualMachine.objects.get(hostname=f"bench-{n}", deleted_at__isnull=True)
     wait_for(lambda: VirtualMachine.objects.filter(pk=vm.pk, state="running").exists())

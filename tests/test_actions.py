@@ -9,6 +9,8 @@ from vms.models import Operation, VirtualMachine
 
 from .factories import make_image, make_node, make_plan
 
+PASSWORD = "correct-horse-battery-9"  # for the image's default user (its hash goes to the seed)
+
 pytestmark = pytest.mark.django_db
 
 
@@ -78,7 +80,9 @@ def test_the_create_page_creates_a_vm_and_shows_it(client, alice, enqueued):
     plan, image = make_plan(), make_image()
     client.force_login(alice)
     response = client.post(
-        reverse("vms:create"), {"plan": plan.pk, "image": image.pk, "hostname": "web-1"}, follow=True
+        reverse("vms:create"),
+        {"plan": plan.pk, "image": image.pk, "hostname": "web-1", "password": PASSWORD},
+        follow=True,
     )
     vm = VirtualMachine.objects.get()
     assert (vm.owner, vm.hostname) == (alice, "web-1")
@@ -91,7 +95,8 @@ def test_the_create_page_rejects_a_hostile_hostname_and_creates_nothing(client, 
     plan, image = make_plan(), make_image()
     client.force_login(alice)
     response = client.post(
-        reverse("vms:create"), {"plan": plan.pk, "image": image.pk, "hostname": "x</name><devices>"}
+        reverse("vms:create"),
+        {"plan": plan.pk, "image": image.pk, "hostname": "x</name><devices>", "password": PASSWORD},
     )
     assert response.status_code == 200
     assert "is-invalid" in response.content.decode()
@@ -124,7 +129,9 @@ def test_a_customer_cannot_have_two_live_vms_with_one_hostname(client, alice, bo
     plan, image = make_plan(), make_image()
     actions.create_vm(owner=alice, plan=plan, image=image, hostname="web")
     client.force_login(alice)
-    response = client.post(reverse("vms:create"), {"plan": plan.pk, "image": image.pk, "hostname": "web"})
+    response = client.post(
+        reverse("vms:create"), {"plan": plan.pk, "image": image.pk, "hostname": "web", "password": PASSWORD}
+    )
     assert "You already have a VM named web" in response.content.decode()
     with pytest.raises(actions.ActionRefused, match="already have"):
         actions.create_vm(owner=alice, plan=plan, image=image, hostname="web")
@@ -147,3 +154,52 @@ def test_the_vm_page_shows_what_is_in_progress(client, alice, alice_vm):
     assert "Rebooting…" in page
     assert 'data-busy="reboot"' in page
     assert f'data-live-vm="{alice_vm.uuid}"' in page  # pushed changes refresh this block
+
+
+def reinstall_form(image, **fields):
+    return {"image": image.pk, "password": PASSWORD, "confirm_hostname": "", **fields}
+
+
+def test_reinstall_needs_the_hostname_typed_and_records_the_operation(
+    client, alice, alice_vm, enqueued, django_capture_on_commit_callbacks
+):
+    other_image = make_image()
+    client.force_login(alice)
+    url = reverse("vms:reinstall", args=[alice_vm.uuid])
+    response = client.post(url, reinstall_form(other_image, confirm_hostname="wrong"))
+    assert response.status_code == 200 and "exactly to confirm" in response.content.decode()
+    assert not Operation.objects.exists()
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(url, reinstall_form(other_image, confirm_hostname=alice_vm.hostname))
+    assert response.status_code == 302
+    operation = Operation.objects.get()
+    assert (operation.kind, operation.params["image_id"]) == (OperationKind.REINSTALL, other_image.pk)
+    assert operation.params["password_hash"].startswith("$2b$") and PASSWORD not in str(operation.params)
+    assert enqueued == [operation]
+
+
+def test_another_customer_cannot_reinstall_my_vm(client, bob, alice_vm, enqueued):
+    client.force_login(bob)
+    url = reverse("vms:reinstall", args=[alice_vm.uuid])
+    assert client.get(url).status_code == 404
+    assert (
+        client.post(url, reinstall_form(alice_vm.image, confirm_hostname=alice_vm.hostname)).status_code
+        == 404
+    )
+    assert not Operation.objects.exists()
+
+
+def test_ssh_keys_of_others_cannot_be_picked(client, alice, bob, enqueued):
+    from accounts.models import SSHKey
+
+    bobs_key = SSHKey.objects.create(
+        user=bob, name="bob", public_key="ssh-ed25519 AAAA bob", fingerprint="SHA256:b"
+    )
+    client.force_login(alice)
+    plan, image = make_plan(), make_image()
+    response = client.post(
+        reverse("vms:create"),
+        {"plan": plan.pk, "image": image.pk, "hostname": "web", "ssh_keys": [bobs_key.pk]},
+    )
+    assert response.status_code == 200 and "valid choice" in response.content.decode()
+    assert not VirtualMachine.objects.exists()

@@ -47,7 +47,9 @@ def test_the_create_form_rejects_a_bad_hostname_with_a_clear_message():
 @pytest.mark.django_db
 def test_the_create_form_lowercases_the_hostname():
     plan, image = make_plan(), make_image()
-    form = CreateVMForm({"plan": plan.pk, "image": image.pk, "hostname": "Web-1"})
+    form = CreateVMForm(
+        {"plan": plan.pk, "image": image.pk, "hostname": "Web-1", "password": "long-enough-pw-1"}
+    )
     assert form.is_valid(), form.errors
     assert form.cleaned_data["hostname"] == "web-1"
 
@@ -66,3 +68,31 @@ def test_the_create_form_offers_only_active_plans():
     active, inactive = make_plan(), make_plan(active=False)
     choices = list(CreateVMForm().fields["plan"].queryset)
     assert active in choices and inactive not in choices
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("fields", "field", "message"),
+    [
+        ({}, "password", "Set a password or pick an SSH key"),
+        ({"password": "123"}, "password", "too short"),
+        ({"password": "x" * 80}, "password", "at most 72 bytes"),
+        ({"password": "long-enough-pw-1", "user_data": "runcmd: [ls]"}, "user_data", "#cloud-config"),
+        (
+            {"password": "long-enough-pw-1", "user_data": "#cloud-config\n" + "a: b\n" * 5000},
+            "user_data",
+            "16 KiB",
+        ),
+    ],
+)
+def test_first_boot_settings_are_refused_clearly(fields, field, message):
+    plan, image = make_plan(), make_image()
+    form = CreateVMForm({"plan": plan.pk, "image": image.pk, "hostname": "web", **fields})
+    assert not form.is_valid()
+    assert message in " ".join(form.errors[field])
+
+
+@pytest.mark.django_db
+def test_an_image_without_cloud_init_needs_no_login_settings():
+    plan, image = make_plan(), make_image(cloud_init=False)
+    assert CreateVMForm({"plan": plan.pk, "image": image.pk, "hostname": "web"}).is_valid()

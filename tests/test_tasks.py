@@ -35,7 +35,9 @@ def image(test_session):
     test_session._conn.storagePoolLookupByName("test-pool").createXML(
         xml.volume_xml("image-debian.qcow2", 2 * 1024**3, "qcow2"), 0
     )
-    return make_image(volume_name="image-debian.qcow2")
+    # The test driver cannot upload volumes, so these tests use an image without a
+    # cloud-init seed; seeds are tested against the real libvirtd (tests/integration).
+    return make_image(volume_name="image-debian.qcow2", cloud_init=False)
 
 
 @pytest.fixture
@@ -153,3 +155,53 @@ def test_an_operation_tried_too_often_gives_up(new_vm):
     operation.refresh_from_db()
     assert operation.status == OperationStatus.FAILED
     assert "gave up" in operation.error
+
+
+def test_a_cloud_init_image_gets_a_seed_with_the_first_boot_settings(new_vm, test_session, monkeypatch):
+    import io
+
+    import pycdlib
+
+    uploaded = {}
+    monkeypatch.setattr(test_session, "upload_bytes", lambda pool, name, data: uploaded.update({name: data}))
+    new_vm.image.cloud_init = True
+    new_vm.image.save()
+    params = {"password_hash": "$2b$12$abc", "ssh_keys": ["ssh-ed25519 AAAAC3Nz test"], "user_data": ""}
+    tasks.WORK[OperationKind.CREATE](test_session, new_vm, params)
+    iso = pycdlib.PyCdlib()
+    iso.open_fp(io.BytesIO(uploaded[new_vm.seed_volume]))
+    meta = io.BytesIO()
+    iso.get_file_from_iso_fp(meta, rr_path="/meta-data")
+    assert new_vm.hostname in meta.getvalue().decode()
+    assert new_vm.seed_volume in test_session.domain_xml(new_vm.domain_name)  # attached as a CD-ROM
+
+
+def test_the_password_hash_is_dropped_when_the_operation_ends(new_vm):
+    operation = Operation.objects.create(
+        vm=new_vm, kind=OperationKind.CREATE, params={"password_hash": "$2b$12$abc", "user_data": ""}
+    )
+    operation.mark_failed("boom")
+    operation.refresh_from_db()
+    assert operation.params == {"user_data": ""}
+
+
+def test_reinstall_rebuilds_the_disk_from_another_image_and_keeps_the_identity(new_vm, test_session):
+    run(new_vm, OperationKind.CREATE)
+    test_session._conn.storagePoolLookupByName("test-pool").createXML(
+        xml.volume_xml("image-other.qcow2", 2 * 1024**3, "qcow2"), 0
+    )
+    other = make_image(volume_name="image-other.qcow2", cloud_init=False)
+    uuid, vnc_password = new_vm.uuid, new_vm.vnc_password
+    operation = Operation.objects.create(
+        vm=new_vm, kind=OperationKind.REINSTALL, params={"image_id": other.pk}
+    )
+    tasks.run_operation(FakeTask(), operation.pk, tasks.WORK[OperationKind.REINSTALL])
+    operation.refresh_from_db()
+    new_vm.refresh_from_db()
+    assert operation.status == "succeeded", operation.error
+    assert (new_vm.image, new_vm.installs, new_vm.state) == (other, 2, VMState.RUNNING)
+    assert (new_vm.uuid, new_vm.vnc_password) == (uuid, vnc_password)
+    assert test_session.domain_names() == [new_vm.domain_name]
+    assert "image-other.qcow2" in test_session._conn.storageVolLookupByPath(
+        test_session.volume_path("test-pool", new_vm.disk_volume)
+    ).XMLDesc(0) or new_vm.disk_volume in test_session.volume_names("test-pool")

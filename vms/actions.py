@@ -5,6 +5,7 @@ Pages (and later the API) call these; none of them waits on the hypervisor.
 
 from django.db import IntegrityError, transaction
 
+from . import cloudinit
 from .choices import NodeStatus, OperationKind
 from .live import publish_vm_changed
 from .models import Image, Node, Operation, Plan, VirtualMachine
@@ -27,21 +28,48 @@ def pick_node(plan: Plan) -> Node:
     return max(nodes, key=free_memory)
 
 
-def create_vm(*, owner, plan: Plan, image: Image, hostname: str, display_name: str = "") -> VirtualMachine:
+def create_vm(
+    *,
+    owner,
+    plan: Plan,
+    image: Image,
+    hostname: str,
+    display_name: str = "",
+    password: str = "",
+    ssh_keys=(),
+    user_data: str = "",
+) -> VirtualMachine:
+    """Record a new VM and its create operation; the first-boot settings go to its seed."""
     node = pick_node(plan)
+    params = first_boot_params(password, ssh_keys, user_data)
     try:
         with transaction.atomic():
             vm = VirtualMachine.objects.create(
                 owner=owner, node=node, plan=plan, image=image, hostname=hostname, display_name=display_name
             )
-            _record(vm, owner, OperationKind.CREATE)
+            _record(vm, owner, OperationKind.CREATE, params)
     except IntegrityError:
         raise ActionRefused(f"You already have a VM named {hostname}.") from None
     return vm
 
 
-def request(vm: VirtualMachine, user, kind: str) -> Operation:
-    """Ask for `kind` (start, shutdown, force_off, reboot, delete) on `vm`."""
+def reinstall(vm: VirtualMachine, user, *, image: Image, password="", ssh_keys=(), user_data="") -> Operation:
+    """Rebuild the VM's disk from `image` with a fresh seed; everything on the old disk is lost."""
+    params = {"image_id": image.pk, **first_boot_params(password, ssh_keys, user_data)}
+    return request(vm, user, OperationKind.REINSTALL, params)
+
+
+def first_boot_params(password: str, ssh_keys, user_data: str) -> dict:
+    """What the seed needs, as stored on the operation: the password only as a hash."""
+    return {
+        "password_hash": cloudinit.hash_password(password) if password else "",
+        "ssh_keys": [key.public_key for key in ssh_keys],
+        "user_data": user_data,
+    }
+
+
+def request(vm: VirtualMachine, user, kind: str, params: dict | None = None) -> Operation:
+    """Ask for `kind` (start, shutdown, force_off, reboot, reinstall, delete) on `vm`."""
     if not vm.node.accepts_changes:
         raise ActionRefused(
             f"Node {vm.node} is {vm.node.get_status_display().lower()}: "
@@ -52,14 +80,14 @@ def request(vm: VirtualMachine, user, kind: str) -> Operation:
             f"Cannot {OperationKind(kind).label.lower()} a VM that is {vm.get_state_display().lower()}."
         )
     with transaction.atomic():
-        return _record(vm, user, kind)
+        return _record(vm, user, kind, params)
 
 
-def _record(vm: VirtualMachine, user, kind: str) -> Operation:
+def _record(vm: VirtualMachine, user, kind: str, params: dict | None = None) -> Operation:
     """Write the operation row and enqueue its task once the transaction commits."""
     try:
         with transaction.atomic():
-            operation = Operation.objects.create(vm=vm, user=user, kind=kind)
+            operation = Operation.objects.create(vm=vm, user=user, kind=kind, params=params or {})
     except IntegrityError:
         raise ActionRefused("Another operation on this VM is still in progress.") from None
     transaction.on_commit(lambda: _start(operation))

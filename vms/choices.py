@@ -32,6 +32,7 @@ class OperationKind(models.TextChoices):
     SHUTDOWN = "shutdown", "Shut down"
     FORCE_OFF = "force_off", "Force off"
     REBOOT = "reboot", "Reboot"
+    REINSTALL = "reinstall", "Reinstall"
     DELETE = "delete", "Delete"
 
 

@@ -1,10 +1,82 @@
 from django import forms
+from django.contrib.auth import password_validation
 
+from accounts.sshkeys import keys_of
+
+from . import cloudinit
 from .models import Image, Plan, VirtualMachine
 from .validators import validate_hostname
 
 
-class CreateVMForm(forms.Form):
+def style_fields(form: forms.Form) -> None:
+    """Bootstrap classes on every widget, marking the invalid ones."""
+    for name, field in form.fields.items():
+        widget = field.widget
+        if isinstance(widget, forms.CheckboxSelectMultiple):
+            css = "form-check-input"
+        elif isinstance(widget, forms.Select):
+            css = "form-select"
+        else:
+            css = "form-control"
+        if form.errors.get(name):
+            css += " is-invalid"
+        widget.attrs["class"] = css
+
+
+class FirstBootFields(forms.Form):
+    """How the customer will log in to a new install: a password, SSH keys, optional cloud-config."""
+
+    password = forms.CharField(
+        required=False,
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+        help_text="For the image's default user (e.g. debian). Stored only as a hash.",
+    )
+    ssh_keys = forms.ModelMultipleChoiceField(
+        queryset=None,
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        label="SSH keys",
+        help_text="Keys from your account that may log in as the default user.",
+    )
+    user_data = forms.CharField(
+        required=False,
+        label="Cloud-config (optional)",
+        widget=forms.Textarea(attrs={"rows": 4, "spellcheck": "false", "placeholder": "#cloud-config"}),
+        help_text="Extra first-boot settings in cloud-init's #cloud-config YAML "
+        f"(at most {cloudinit.MAX_USER_DATA_BYTES // 1024} KiB).",
+    )
+
+    def __init__(self, *args, owner=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.owner = owner
+        self.fields["ssh_keys"].queryset = keys_of(owner)
+
+    def clean_password(self):
+        password = self.cleaned_data["password"]
+        if password:
+            password_validation.validate_password(password, self.owner)
+            try:
+                cloudinit.check_password(password)  # bcrypt's own limits (length in bytes, NUL)
+            except ValueError as error:
+                raise forms.ValidationError(str(error)) from None
+        return password
+
+    def clean_user_data(self):
+        try:
+            return cloudinit.validate_user_data(self.cleaned_data["user_data"])
+        except cloudinit.UserDataError as error:
+            raise forms.ValidationError(str(error)) from None
+
+    def check_login_possible(self, image: Image | None) -> None:
+        """A cloud image locks its default user: without a password or a key nobody could log in."""
+        cleaned = self.cleaned_data
+        can_log_in = cleaned.get("password") or cleaned.get("ssh_keys") or "password" in self.errors
+        if image and image.cloud_init and not can_log_in:
+            self.add_error("password", "Set a password or pick an SSH key, so you can log in.")
+
+
+class CreateVMForm(FirstBootFields):
     plan = forms.ModelChoiceField(queryset=Plan.objects.filter(active=True), empty_label=None)
     image = forms.ModelChoiceField(
         queryset=Image.objects.filter(active=True), empty_label=None, label="Operating system"
@@ -18,14 +90,11 @@ class CreateVMForm(forms.Form):
         max_length=100, required=False, help_text="Optional; shown in the panel instead of the hostname."
     )
 
+    field_order = ["plan", "image", "hostname", "display_name", "password", "ssh_keys", "user_data"]
+
     def __init__(self, *args, owner=None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.owner = owner
-        for name, field in self.fields.items():
-            css = "form-select" if isinstance(field.widget, forms.Select) else "form-control"
-            if self.errors.get(name):
-                css += " is-invalid"
-            field.widget.attrs["class"] = css
+        super().__init__(*args, owner=owner, **kwargs)
+        style_fields(self)
 
     def clean_hostname(self):
         hostname = self.cleaned_data["hostname"].strip().lower()
@@ -39,4 +108,38 @@ class CreateVMForm(forms.Form):
         plan, image = cleaned.get("plan"), cleaned.get("image")
         if plan and image and plan.disk_gb < image.min_disk_gb:
             self.add_error("plan", f"{image} needs a disk of at least {image.min_disk_gb} GiB.")
+        self.check_login_possible(image)
+        return cleaned
+
+
+class ReinstallForm(FirstBootFields):
+    """Reinstall from the same or another image; the hostname typed again confirms the loss of data."""
+
+    image = forms.ModelChoiceField(
+        queryset=Image.objects.filter(active=True), empty_label=None, label="Operating system"
+    )
+    confirm_hostname = forms.CharField(
+        label="Type the VM's hostname to confirm",
+        widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
+    )
+    field_order = ["image", "password", "ssh_keys", "user_data", "confirm_hostname"]
+
+    def __init__(self, *args, vm: VirtualMachine, **kwargs):
+        super().__init__(*args, owner=vm.owner, **kwargs)
+        self.vm = vm
+        self.fields["image"].initial = vm.image_id
+        style_fields(self)
+
+    def clean_confirm_hostname(self):
+        typed = self.cleaned_data["confirm_hostname"].strip().lower()
+        if typed != self.vm.hostname:
+            raise forms.ValidationError("Type the VM's hostname exactly to confirm.")
+        return typed
+
+    def clean(self):
+        cleaned = super().clean()
+        image = cleaned.get("image")
+        if image and self.vm.plan.disk_gb < image.min_disk_gb:
+            self.add_error("image", f"{image} needs a disk of at least {image.min_disk_gb} GiB.")
+        self.check_login_possible(image)
         return cleaned

@@ -17,6 +17,8 @@ from .choices import (
 )
 
 GIB = 1024**3
+# Operation parameters that must not outlive the operation.
+SECRET_PARAMS = ("password_hash",)
 
 
 class Node(models.Model):
@@ -81,6 +83,12 @@ class Plan(models.Model):
     vcpus = models.PositiveSmallIntegerField()
     memory_mib = models.PositiveIntegerField("memory (MiB)")
     disk_gb = models.PositiveIntegerField("disk (GiB)")
+    full_copy = models.BooleanField(
+        "full disk copy",
+        default=False,
+        help_text="Give each VM a full copy of its image instead of a copy-on-write overlay "
+        "(slower to create, independent of the image afterwards).",
+    )
     active = models.BooleanField(default=True)
 
     class Meta:
@@ -120,6 +128,11 @@ class Image(models.Model):
     size_bytes = models.PositiveBigIntegerField(default=0)
     min_disk_gb = models.PositiveIntegerField(default=2)
     default_user = models.CharField(max_length=32, default="debian")
+    cloud_init = models.BooleanField(
+        "uses cloud-init",
+        default=True,
+        help_text="VMs from this image get a NoCloud seed: hostname, password, SSH keys, network.",
+    )
     active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -164,6 +177,9 @@ class VirtualMachine(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     state_changed_at = models.DateTimeField(default=timezone.now)
     deleted_at = models.DateTimeField(null=True, blank=True)
+    installs = models.PositiveIntegerField(
+        default=1, editable=False, help_text="Counts installs; each gets its own cloud-init instance id."
+    )
 
     objects = VirtualMachineQuerySet.as_manager()
 
@@ -203,6 +219,15 @@ class VirtualMachine(models.Model):
     def disk_volume(self) -> str:
         return f"{self.domain_name}.qcow2"
 
+    @property
+    def seed_volume(self) -> str:
+        """The cloud-init NoCloud seed ISO (named after the domain, so deleting the VM removes it)."""
+        return f"{self.domain_name}-seed.iso"
+
+    @property
+    def instance_id(self) -> str:
+        return f"{self.uuid}-{self.installs}"
+
     def allowed_actions(self) -> set[str]:
         """The operations that make sense from the last known state."""
         by_state = {
@@ -211,7 +236,11 @@ class VirtualMachine(models.Model):
             VMState.CRASHED: {OperationKind.START, OperationKind.FORCE_OFF},
             VMState.PAUSED: {OperationKind.FORCE_OFF},
         }
+        # A reinstall rebuilds the disk from scratch, so it also mends a VM stuck in a bad state.
+        reinstallable = (VMState.RUNNING, VMState.STOPPED, VMState.CRASHED, VMState.PAUSED, VMState.ERROR)
         allowed = set(by_state.get(self.state, set()))
+        if self.state in reinstallable:
+            allowed.add(OperationKind.REINSTALL)
         if self.state != VMState.DELETED:
             allowed.add(OperationKind.DELETE)
         return allowed
@@ -238,6 +267,12 @@ class Operation(models.Model):
     )
     status = models.CharField(max_length=16, choices=OperationStatus.choices, default=OperationStatus.QUEUED)
     attempt = models.PositiveSmallIntegerField(default=0)
+    params = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="What the task needs beyond the VM (e.g. the seed's settings); secrets are "
+        "dropped when the operation ends.",
+    )
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -293,7 +328,10 @@ class Operation(models.Model):
         self.status = status
         self.error = error
         self.finished_at = timezone.now()
-        self.save(update_fields=["status", "error", "finished_at"])
+        # A finished operation needs no secrets: the hash was only there to build the seed.
+        for secret in SECRET_PARAMS:
+            self.params.pop(secret, None)
+        self.save(update_fields=["status", "error", "finished_at", "params"])
 
 
 class UsageSample(models.Model):

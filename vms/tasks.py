@@ -11,10 +11,10 @@ from celery import Task, shared_task
 from django.conf import settings
 from django.utils import timezone
 
-from . import hypervisor, reconcile, usage
+from . import hypervisor, provisioning, reconcile, usage
 from .choices import OperationKind, VMState
 from .live import publish_vm_changed
-from .models import Node, Operation, VirtualMachine
+from .models import Image, Node, Operation, VirtualMachine
 from .nodes import refresh_node
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 # A worker killed mid-task hands the task back; after this many tries we give up.
 MAX_ATTEMPTS = 5
 
-Work = Callable[[hypervisor.NodeSession, VirtualMachine], str]
+# What an operation does on the node: (session, VM, the operation's parameters) -> the VM's new state.
+Work = Callable[[hypervisor.NodeSession, VirtualMachine, dict], str]
 
 
 class OperationTask(Task):
@@ -50,7 +51,7 @@ def run_operation(task: Task, operation_id: int, work: Work) -> None:
     publish_vm_changed(vm)
     try:
         with hypervisor.connect(vm.node.uri) as node:
-            new_state = work(node, vm)
+            new_state = work(node, vm, operation.params)
     except hypervisor.HypervisorError as error:
         if error.transient and task.request.retries < task.max_retries:
             operation.mark_retrying(str(error))
@@ -84,14 +85,14 @@ def domain_spec(vm: VirtualMachine) -> hypervisor.DomainSpec:
         vnc_listen=node.console_host,
         hostname=vm.hostname,
         owner_id=vm.owner_id,
+        cdrom_volumes=provisioning.seed_volumes(vm),
     )
 
 
-def _create(node: hypervisor.NodeSession, vm: VirtualMachine) -> str:
-    pool = vm.node.pool_name
+def _create(node: hypervisor.NodeSession, vm: VirtualMachine, params: dict) -> str:
     try:
-        if not node.volume_exists(pool, vm.disk_volume):
-            node.create_overlay(pool, vm.disk_volume, pool, vm.image.volume_name, vm.plan.disk_bytes)
+        provisioning.make_disk(node, vm)
+        provisioning.make_seed(node, vm, params)
         if not node.domain_exists(vm.domain_name):
             node.define_domain(domain_spec(vm))
         node.start(vm.domain_name)
@@ -105,9 +106,31 @@ def _create(node: hypervisor.NodeSession, vm: VirtualMachine) -> str:
     return node.power_state(vm.domain_name)
 
 
+def _reinstall(node: hypervisor.NodeSession, vm: VirtualMachine, params: dict) -> str:
+    """A new disk from the chosen image and a fresh seed; the VM keeps its UUID, name, console and network."""
+    image = Image.objects.get(pk=params["image_id"])
+    if node.domain_exists(vm.domain_name):
+        node.destroy(vm.domain_name)
+    pool = vm.node.pool_name
+    node.delete_volume(pool, vm.disk_volume)
+    vm.image = image
+    vm.installs += 1  # a new cloud-init instance: the seed is applied again
+    vm.save(update_fields=["image", "installs", "updated_at"])
+    try:
+        provisioning.make_disk(node, vm)
+        provisioning.make_seed(node, vm, params)
+        node.define_domain(domain_spec(vm))  # the image may differ: e.g. no seed any more
+        node.start(vm.domain_name)
+    except hypervisor.HypervisorError as error:
+        if not error.transient:
+            vm.set_state(VMState.ERROR)  # no disk to boot; the operation says why
+        raise
+    return node.power_state(vm.domain_name)
+
+
 def _remove_domain_and_disks(node: hypervisor.NodeSession, vm: VirtualMachine) -> None:
     pool = vm.node.pool_name
-    volumes = {(pool, vm.disk_volume)}
+    volumes = {(pool, vm.disk_volume), (pool, vm.seed_volume)}
     if node.domain_exists(vm.domain_name):
         volumes.update(node.undefine(vm.domain_name))
     for volume_pool, volume in volumes:
@@ -116,27 +139,27 @@ def _remove_domain_and_disks(node: hypervisor.NodeSession, vm: VirtualMachine) -
             node.delete_volume(volume_pool, volume)
 
 
-def _start(node: hypervisor.NodeSession, vm: VirtualMachine) -> str:
+def _start(node: hypervisor.NodeSession, vm: VirtualMachine, _params: dict) -> str:
     node.start(vm.domain_name)
     return node.power_state(vm.domain_name)
 
 
-def _shutdown(node: hypervisor.NodeSession, vm: VirtualMachine) -> str:
+def _shutdown(node: hypervisor.NodeSession, vm: VirtualMachine, _params: dict) -> str:
     node.shutdown(vm.domain_name, timeout=settings.KVMPANEL_SHUTDOWN_TIMEOUT)
     return node.power_state(vm.domain_name)
 
 
-def _force_off(node: hypervisor.NodeSession, vm: VirtualMachine) -> str:
+def _force_off(node: hypervisor.NodeSession, vm: VirtualMachine, _params: dict) -> str:
     node.destroy(vm.domain_name)
     return node.power_state(vm.domain_name)
 
 
-def _reboot(node: hypervisor.NodeSession, vm: VirtualMachine) -> str:
+def _reboot(node: hypervisor.NodeSession, vm: VirtualMachine, _params: dict) -> str:
     node.reboot(vm.domain_name)
     return node.power_state(vm.domain_name)
 
 
-def _delete(node: hypervisor.NodeSession, vm: VirtualMachine) -> str:
+def _delete(node: hypervisor.NodeSession, vm: VirtualMachine, _params: dict) -> str:
     _remove_domain_and_disks(node, vm)
     vm.deleted_at = timezone.now()
     vm.save(update_fields=["deleted_at"])
@@ -159,6 +182,7 @@ WORK: dict[str, Work] = {
     OperationKind.SHUTDOWN: _shutdown,
     OperationKind.FORCE_OFF: _force_off,
     OperationKind.REBOOT: _reboot,
+    OperationKind.REINSTALL: _reinstall,
     OperationKind.DELETE: _delete,
 }
 TASKS = {kind: _operation_task(kind, work) for kind, work in WORK.items()}

@@ -12,6 +12,7 @@ urlpatterns = [
     path("<uuid:vm_uuid>/usage/", views.vm_usage, name="usage"),
     path("nodes/<int:node_id>/usage/", views.node_usage, name="node_usage"),
     path("<uuid:vm_uuid>/delete/", views.vm_delete, name="delete"),
+    path("<uuid:vm_uuid>/reinstall/", views.vm_reinstall, name="reinstall"),
     path("<uuid:vm_uuid>/power/<str:kind>/", views.vm_action, name="action"),
     path("<uuid:vm_uuid>/console/", views.vm_console, name="console"),
     path("<uuid:vm_uuid>/console/token/", views.vm_console_token, name="console_token"),

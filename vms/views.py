@@ -18,7 +18,7 @@ from django.views.decorators.http import require_POST
 from . import actions, usage
 from .choices import OperationKind, VMState
 from .consoles import tokens
-from .forms import CreateVMForm
+from .forms import CreateVMForm, ReinstallForm
 from .models import Node, NodeUsage, Operation, VirtualMachine, VMUsage
 
 PAGE_SIZE = 25
@@ -161,6 +161,29 @@ def vm_delete(request, vm_uuid):
                 return redirect(vm)
     typed = request.POST.get("confirm_hostname", "")
     return render(request, "vms/delete.html", {"vm": vm, "error": error, "typed": typed})
+
+
+@login_required
+def vm_reinstall(request, vm_uuid):
+    vm = _get_vm_for_user(request.user, vm_uuid)
+    form = ReinstallForm(request.POST or None, vm=vm)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            actions.reinstall(
+                vm,
+                request.user,
+                image=data["image"],
+                password=data["password"],
+                ssh_keys=data["ssh_keys"],
+                user_data=data["user_data"],
+            )
+        except actions.ActionRefused as refusal:
+            form.add_error(None, str(refusal))
+        else:
+            messages.info(request, f"Reinstalling {vm.name} with {data['image']}.")
+            return redirect(vm)
+    return render(request, "vms/reinstall.html", {"vm": vm, "form": form})
 
 
 @login_required

@@ -9,6 +9,7 @@ Every libvirtError is turned into one of the errors in errors.py.
 
 import contextlib
 import functools
+import io
 import logging
 import os
 import time
@@ -190,19 +191,40 @@ class NodeSession:
         return self._conn.storagePoolLookupByName(pool).createXML(spec, 0).path()
 
     @translated
+    def create_full_copy(
+        self, pool: str, name: str, source_pool: str, source_volume: str, capacity_bytes: int
+    ) -> str:
+        """A qcow2 volume holding its own copy of the source's data, grown to `capacity_bytes`."""
+        source = self._conn.storagePoolLookupByName(source_pool).storageVolLookupByName(source_volume)
+        spec = xml.volume_xml(name, source.info()[1], "qcow2")
+        volume = self._conn.storagePoolLookupByName(pool).createXMLFrom(spec, source, 0)
+        if volume.info()[1] < capacity_bytes:
+            volume.resize(capacity_bytes, 0)
+        return volume.path()
+
+    @translated
     def upload_volume(self, pool: str, name: str, source_file: str) -> str:
         """Create volume `name` and stream the file's bytes into it through libvirt.
 
         The stream goes over the libvirt connection, so this works for remote nodes too.
         """
-        size = os.path.getsize(source_file)
+        with open(source_file, "rb") as source:
+            return self._upload(pool, name, os.path.getsize(source_file), source.read)
+
+    @translated
+    def upload_bytes(self, pool: str, name: str, data: bytes) -> str:
+        """Create (or replace) volume `name` holding `data`, e.g. a cloud-init seed ISO."""
+        with contextlib.suppress(libvirt.libvirtError):
+            self._conn.storagePoolLookupByName(pool).storageVolLookupByName(name).delete(0)
+        return self._upload(pool, name, len(data), io.BytesIO(data).read)
+
+    def _upload(self, pool: str, name: str, size: int, read: Callable[[int], bytes]) -> str:
         storage = self._conn.storagePoolLookupByName(pool)
         volume = storage.createXML(xml.volume_xml(name, size, "raw"), 0)
         stream = self._conn.newStream(0)
         try:
             volume.upload(stream, 0, size, 0)
-            with open(source_file, "rb") as source:
-                stream.sendAll(lambda _stream, nbytes, handle: handle.read(nbytes), source)
+            stream.sendAll(lambda _stream, nbytes, _opaque: read(nbytes), None)
             stream.finish()
         except libvirt.libvirtError:
             with contextlib.suppress(libvirt.libvirtError):

@@ -37,6 +37,7 @@ _PROGRESS = {
     "shutdown": "Shutting down…",
     "force_off": "Powering off…",
     "reboot": "Rebooting…",
+    "reinstall": "Reinstalling…",
     "delete": "Deleting…",
 }
 
