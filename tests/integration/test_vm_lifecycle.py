@@ -39,10 +39,9 @@ def last_operation(vm) -> Operation:
     return vm.operations.order_by("-created_at", "-id").first()
 
 
-def booted_again(vm) -> bool:
-    """The guest's kernel started a second time and reached its login prompt since."""
-    text = serial_text(vm.domain_name)
-    return text.count("Linux version") >= 2 and "login:" in text.rsplit("Linux version", 1)[1]
+def kernel_started_again(vm) -> bool:
+    """The guest rebooted: its kernel printed its banner a second time since the domain started."""
+    return serial_text(vm.domain_name).count("Linux version") >= 2
 
 
 def canvas_colours(page) -> int:
@@ -145,25 +144,63 @@ def check_console_tickets(page, panel_server, console_bridge, vm):
     assert websocket_status(new_console_url(page, panel_server, vm), origin, strangers_cookie) == 403
 
 
-def check_serial_console(page, vm):
+def check_serial_console(page, vm, password: str, key_data: str):
     page.go_back()
     page.get_by_role("link", name="Serial").click()
     page.wait_for_selector("#console-status[data-status='connected']", timeout=20_000)
     page.locator("#terminal").click()
-    page.keyboard.press("Enter")
-    page.wait_for_function(
-        "() => document.querySelector('#terminal .xterm-rows').innerText.includes('login:')", timeout=30_000
-    )
-    page.keyboard.type("root")
-    page.keyboard.press("Enter")
-    page.wait_for_function(
-        "() => document.querySelector('#terminal .xterm-rows').innerText.includes('Password:')",
-        timeout=30_000,
-    )
+    log_in_on_serial(page, vm.image.default_user, password)
+    # What cloud-init made of the seed, read inside the guest: its hostname and the chosen key.
+    output = serial_command(page, "hostname; cat ~/.ssh/authorized_keys", key_data)
+    assert vm.hostname in output and key_data in output
     page.screenshot(path=str(OUTPUT / "console-serial.png"))
-    page.keyboard.press("Control+C")  # leave the password prompt; the next step reboots anyway
+    log_out_on_serial(page)
     check_second_serial_viewer(page)
     page.go_back()
+
+
+TERMINAL_TEXT = "document.querySelector('#terminal .xterm-rows').innerText"
+
+
+def serial_command(page, command: str, expect: str, timeout_ms: int = 60_000) -> str:
+    """Type a line into the serial console and wait until `expect` shows once more; returns the screen."""
+    seen = page.evaluate(TERMINAL_TEXT).count(expect)
+    page.keyboard.type(command)
+    page.keyboard.press("Enter")
+    page.wait_for_function(
+        f"([e, n]) => {TERMINAL_TEXT}.split(e).length - 1 > n", arg=[expect, seen], timeout=timeout_ms
+    )
+    return page.evaluate(TERMINAL_TEXT)
+
+
+def log_out_on_serial(page):
+    """Leave the shell; getty clears the screen and asks for a login again."""
+    page.keyboard.type("exit")
+    page.keyboard.press("Enter")
+    page.wait_for_function(f"() => {TERMINAL_TEXT}.trimEnd().endsWith('login:')", timeout=30_000)
+
+
+def log_in_on_serial(page, user: str, password: str, attempts: int = 6):
+    """Log in as the image's default user with the password the seed set.
+
+    cloud-init sets the password in its config stage, which may end a little after
+    the first login prompt: an early attempt can fail, so a few are allowed.
+    """
+    page.keyboard.press("Enter")
+    page.wait_for_function(f"() => {TERMINAL_TEXT}.includes('login:')", timeout=30_000)
+    answered = (
+        f"() => {{ const t = {TERMINAL_TEXT}; const after = t.slice(t.lastIndexOf('Password:'));"
+        " return after.includes('Login incorrect') || after.trimEnd().endsWith('$'); }"
+    )
+    for _ in range(attempts):
+        serial_command(page, user, "Password:")
+        page.keyboard.type(password)
+        page.keyboard.press("Enter")
+        page.wait_for_function(answered, timeout=60_000)
+        if "Login incorrect" not in page.evaluate(TERMINAL_TEXT).rsplit("Password:", 1)[-1]:
+            return
+        page.wait_for_timeout(5_000)
+    raise AssertionError(f"could not log in as {user} with the seeded password")
 
 
 def check_second_serial_viewer(page):
@@ -226,6 +263,44 @@ def check_changes_made_outside_the_panel_show_live(page, panel_server, vm):
     listing.close()
 
 
+FIRST_PASSWORD = "first-Boot-pw-2026"
+SECOND_PASSWORD = "after-Reinstall-pw-7"
+
+
+def add_ssh_key(user):
+    """An Ed25519 key in the customer's account, as the SSH keys page would store it."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from accounts.models import SSHKey
+    from accounts.sshkeys import parse_public_key
+
+    line = Ed25519PrivateKey.generate().public_key().public_bytes(Encoding.OpenSSH, PublicFormat.OpenSSH)
+    parsed = parse_public_key(line.decode() + " carol@laptop")
+    return SSHKey.objects.create(
+        user=user, name="laptop", public_key=parsed.public_key, fingerprint=parsed.fingerprint
+    )
+
+
+def check_reinstall(page, vm, wait_until):
+    """Reinstall with a new password: a fresh disk and seed, the same VM; the new password logs in."""
+    page.get_by_role("link", name="Reinstall").click()
+    page.fill("#id_password", SECOND_PASSWORD)
+    page.fill("#id_confirm_hostname", vm.hostname)
+    page.get_by_role("button", name="Erase and reinstall").click()
+    wait_for_settled_state(page, "running", 120)
+    vm.refresh_from_db()
+    assert (last_operation(vm).kind, last_operation(vm).status, vm.installs) == ("reinstall", "succeeded", 2)
+    wait_until(lambda: "login:" in serial_text(vm.domain_name), BOOT_TIMEOUT, "the reinstalled guest's login")
+    page.get_by_role("link", name="Serial").click()
+    page.wait_for_selector("#console-status[data-status='connected']", timeout=20_000)
+    page.locator("#terminal").click()
+    log_in_on_serial(page, vm.image.default_user, SECOND_PASSWORD)
+    assert vm.hostname in serial_command(page, "hostname", vm.hostname)
+    log_out_on_serial(page)
+    page.go_back()
+
+
 def test_a_customer_runs_a_vm_through_its_life_in_the_browser(
     page,
     sign_in,
@@ -239,11 +314,14 @@ def test_a_customer_runs_a_vm_through_its_life_in_the_browser(
     celery_worker,
     wait_until,
 ):
+    key = add_ssh_key(customer)
     sign_in(page, customer)
     page.get_by_role("link", name="Create VM").first.click()
     page.select_option("#id_plan", label=str(nano_plan))
     page.select_option("#id_image", label=demo_image.name)
     page.fill("#id_hostname", "life-1")
+    page.fill("#id_password", FIRST_PASSWORD)
+    page.check(f"input[name=ssh_keys][value='{key.pk}']")
     page.get_by_role("button", name="Create").click()
 
     wait_for_settled_state(page, "running", 120)
@@ -256,14 +334,10 @@ def test_a_customer_runs_a_vm_through_its_life_in_the_browser(
     check_graphical_console(page, panel_server, vm)
     check_console_tickets(page, panel_server, console_bridge, vm)
     wait_until(lambda: "login:" in serial_text(vm.domain_name), BOOT_TIMEOUT, "the guest's login prompt")
-    check_serial_console(page, vm)
+    check_serial_console(page, vm, FIRST_PASSWORD, key.public_key.split()[1])
     check_usage_graphs(page, vm, wait_until)
 
     wait_for_settled_state(page, "running", 10)
-    click_and_wait_for_state(page, "Reboot", "running", 60)
-    assert last_operation(vm).kind == "reboot"
-    wait_until(lambda: booted_again(vm), BOOT_TIMEOUT, "the login prompt after the reboot")
-
     click_and_wait_for_state(page, "Shut down", "stopped", 120)
     assert domain_state(vm.domain_name) == "shut off"
 
@@ -273,6 +347,11 @@ def test_a_customer_runs_a_vm_through_its_life_in_the_browser(
 
     click_and_wait_for_state(page, "Force off", "stopped", 60)
     assert domain_state(vm.domain_name) == "shut off"
+    check_reinstall(page, vm, wait_until)  # boots the new install to its login prompt
+
+    click_and_wait_for_state(page, "Reboot", "running", 60)
+    assert last_operation(vm).kind == "reboot"
+    wait_until(lambda: kernel_started_again(vm), 60, "the guest's kernel starting again after the reboot")
 
     page.get_by_role("link", name="Delete").click()
     page.fill("#confirm_hostname", "life-1")
@@ -284,4 +363,5 @@ def test_a_customer_runs_a_vm_through_its_life_in_the_browser(
     volumes = virsh("vol-list", node.pool_name).stdout
     assert vm.disk_volume not in volumes
     assert demo_image.volume_name in volumes  # the image is never touched
-    assert [op.status for op in vm.operations.all()] == ["succeeded"] * 6
+    assert [op.status for op in vm.operations.all()] == ["succeeded"] * 7
+    assert not any("password_hash" in op.params for op in vm.operations.all())  # dropped when done
