@@ -65,6 +65,18 @@ def prepare():
     return plan, image, user, node
 
 
+def start_vm(vm) -> None:
+    """Make the VM's disk and seed and start its domain directly through the hypervisor door."""
+    from vms import provisioning
+    from vms.tasks import domain_spec
+
+    with hypervisor.connect(vm.node.uri) as session:
+        provisioning.make_disk(session, vm)
+        provisioning.make_seed(session, vm, {})
+        session.define_domain(domain_spec(vm))
+        session.start(vm.domain_name)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

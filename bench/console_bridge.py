@@ -23,7 +23,7 @@ import threading
 import time
 
 import _setup
-from _setup import BENCH_PASSWORD, BIN, cleanup, free_port, prepare, start_process, stop_process
+from _setup import BENCH_PASSWORD, BIN, cleanup, free_port, prepare, start_process, start_vm, stop_process
 from django.test import Client
 from websockify.websocketproxy import WebSocketProxy
 
@@ -31,7 +31,6 @@ from vms import hypervisor
 from vms.consoles import rfb, tokens
 from vms.consoles.bridge import ConsoleProxyHandler
 from vms.models import VirtualMachine
-from vms.tasks import domain_spec
 
 ORIGIN = "http://127.0.0.1"
 
@@ -331,10 +330,8 @@ def main():
         vm = VirtualMachine.objects.create(
             owner=user, node=node, plan=plan, image=image, hostname="bench-console", state="running"
         )
+        start_vm(vm)
         with hypervisor.connect(node.uri) as session:
-            session.create_overlay(node.pool_name, vm.disk_volume, node.pool_name, image.volume_name, 4 << 30)
-            session.define_domain(domain_spec(vm))
-            session.start(vm.domain_name)
             vnc_port = session.vnc_port(vm.domain_name)
         bridge_port = free_port()
         env = {**os.environ, "KVMPANEL_CONSOLE_PORT": str(bridge_port)}

@@ -40,12 +40,20 @@ import time
 
 import _setup
 import libvirt
-from _setup import BENCH_PASSWORD, BIN, URI, cleanup, free_port, prepare, start_process, stop_process
+from _setup import (
+    BENCH_PASSWORD,
+    BIN,
+    URI,
+    cleanup,
+    free_port,
+    prepare,
+    start_process,
+    start_vm,
+    stop_process,
+)
 from django.db import connection
 
-from vms import hypervisor
 from vms.models import VirtualMachine
-from vms.tasks import domain_spec
 
 WAIT_SECONDS = 30.0
 OBSERVERS = ["call", "event", "row", "page"]
@@ -260,10 +268,7 @@ def main():
         vm = VirtualMachine.objects.create(
             owner=user, node=node, plan=plan, image=image, hostname="bench-live", state="running"
         )
-        with hypervisor.connect(node.uri) as session:
-            session.create_overlay(node.pool_name, vm.disk_volume, node.pool_name, image.volume_name, 4 << 30)
-            session.define_domain(domain_spec(vm))
-            session.start(vm.domain_name)
+        start_vm(vm)
 
         env = {**os.environ, "LOG_LEVEL": "INFO"}  # both say they are ready at INFO
         monitor = start_process(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from vms import hypervisor, monitor
+from vms import hypervisor, monitor, provisioning
 from vms.choices import NodeStatus, VMState
 from vms.models import Node, NodeUsage, VMUsage
 from vms.tasks import domain_spec, reconcile_nodes
@@ -36,15 +36,15 @@ def running_vm(node, demo_image, nano_plan, customer):
     """A VM row with its domain defined and started directly (no worker needed)."""
     vm = make_vm(customer, node=node, image=demo_image, plan=nano_plan, hostname="watched", state="running")
     with hypervisor.connect(node.uri) as session:
-        session.create_overlay(
-            node.pool_name, vm.disk_volume, node.pool_name, demo_image.volume_name, 4 << 30
-        )
+        provisioning.make_disk(session, vm)
+        provisioning.make_seed(session, vm, {})  # a seed with no login: these guests are only watched
         session.define_domain(domain_spec(vm))
         session.start(vm.domain_name)
     yield vm
     with hypervisor.connect(node.uri) as session:
         session.undefine(vm.domain_name)
         session.delete_volume(node.pool_name, vm.disk_volume)
+        session.delete_volume(node.pool_name, vm.seed_volume)
 
 
 def state_of(vm) -> str:

@@ -351,7 +351,7 @@ def test_a_customer_runs_a_vm_through_its_life_in_the_browser(
 
     click_and_wait_for_state(page, "Reboot", "running", 60)
     assert last_operation(vm).kind == "reboot"
-    wait_until(lambda: kernel_started_again(vm), 60, "the guest's kernel starting again after the reboot")
+    wait_until(lambda: kernel_started_again(vm), BOOT_TIMEOUT, "the guest's kernel starting again")
 
     page.get_by_role("link", name="Delete").click()
     page.fill("#confirm_hostname", "life-1")
