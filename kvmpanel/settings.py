@@ -194,6 +194,11 @@ KVMPANEL_TASK_MAX_RETRIES = envint("KVMPANEL_TASK_MAX_RETRIES", 3)
 
 # How often the node monitor looks for nodes added or removed.
 KVMPANEL_MONITOR_RESCAN_SECONDS = envint("KVMPANEL_MONITOR_RESCAN_SECONDS", 30)
+# Images added by URL: where downloads go, their size limit, and whether private,
+# loopback and link-local addresses may be fetched from (off: SSRF protection).
+KVMPANEL_DOWNLOAD_DIR = env("KVMPANEL_DOWNLOAD_DIR", str(VAR_DIR / "downloads"))
+KVMPANEL_IMAGE_MAX_BYTES = envint("KVMPANEL_IMAGE_MAX_GB", 20) * 1024**3
+KVMPANEL_IMAGE_ALLOW_PRIVATE = envbool("KVMPANEL_IMAGE_ALLOW_PRIVATE", False)
 # How often the node monitor reads every VM's usage counters (one bulk call per node).
 KVMPANEL_STATS_INTERVAL = envint("KVMPANEL_STATS_INTERVAL", 10)
 # The metrics endpoint (/metrics) answers staff sessions, and this bearer token when set.
@@ -214,3 +219,6 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
 }
+
+# Django 6 will assume https for scheme-less URLs; adopt that now (image download URLs).
+FORMS_URLFIELD_ASSUME_HTTPS = True

@@ -1,11 +1,17 @@
 """The staff backoffice: Django admin over nodes, plans, images, VMs and operations."""
 
+import re
+
+from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
+from django.db import transaction
 from django.db.models import Count, Q
 
-from . import actions
+from . import actions, imagefetch
 from .choices import OperationKind, VMState
 from .models import Image, Node, Operation, Plan, VirtualMachine
+from .tasks import fetch_image, remove_image_volumes
 from .templatetags.vm_tags import gib
 
 
@@ -65,16 +71,99 @@ class PlanAdmin(admin.ModelAdmin):
     list_editable = ("active",)
 
 
+class ImageForm(forms.ModelForm):
+    """Add an image by URL (downloaded and checked by a task), or name a volume already in the pools."""
+
+    class Meta:
+        model = Image
+        fields = [
+            "name",
+            "os_family",
+            "source_url",
+            "checksum_sha256",
+            "volume_name",
+            "min_disk_gb",
+            "default_user",
+            "cloud_init",
+            "active",
+        ]
+
+    def clean_source_url(self):
+        url = self.cleaned_data["source_url"]
+        if url:
+            try:
+                imagefetch.check_source_url(url, allow_private=settings.KVMPANEL_IMAGE_ALLOW_PRIVATE)
+            except imagefetch.FetchRefused as refusal:
+                raise forms.ValidationError(str(refusal)) from None
+        return url
+
+    def clean_checksum_sha256(self):
+        checksum = self.cleaned_data["checksum_sha256"].strip().lower()
+        if checksum and not re.fullmatch(r"[0-9a-f]{64}", checksum):
+            raise forms.ValidationError("A SHA-256 checksum is 64 hexadecimal characters.")
+        return checksum
+
+    def clean(self):
+        cleaned = super().clean()
+        if not self.instance.pk and not cleaned.get("source_url") and not cleaned.get("volume_name"):
+            raise forms.ValidationError("Give a download URL, or the name of a volume already in the pools.")
+        return cleaned
+
+
 @admin.register(Image)
 class ImageAdmin(admin.ModelAdmin):
-    list_display = ("name", "os_family", "format", "volume_name", "min_disk_gb", "size", "active")
-    list_filter = ("os_family", "format", "active")
-    search_fields = ("name", "volume_name")
-    readonly_fields = ("checksum_sha256", "size_bytes", "created_at")
+    form = ImageForm
+    list_display = ("name", "os_family", "format", "status_and_progress", "min_disk_gb", "size", "active")
+    list_filter = ("status", "os_family", "format", "active")
+    search_fields = ("name", "volume_name", "source_url")
+    actions = ["retry_download"]
+
+    def get_readonly_fields(self, request, obj=None):
+        facts = ("status_and_progress", "error", "format", "size_bytes", "created_at")
+        if obj is None:
+            return facts
+        # The file is fixed once added: a new file is a new image.
+        return (*facts, "source_url", "checksum_sha256", "volume_name")
 
     @admin.display(description="size")
     def size(self, image):
         return gib(image.size_bytes)
+
+    @admin.display(description="status", ordering="status")
+    def status_and_progress(self, image):
+        if image.status == Image.Status.DOWNLOADING and image.progress_percent is not None:
+            return f"{image.get_status_display()} {image.progress_percent} % of {gib(image.total_bytes)}"
+        return image.get_status_display()
+
+    def save_model(self, request, obj, form, change):
+        starts_download = not change and bool(obj.source_url)
+        if starts_download:
+            obj.status = Image.Status.PENDING
+        super().save_model(request, obj, form, change)
+        if starts_download:
+            transaction.on_commit(lambda: fetch_image.delay(obj.pk))
+            messages.info(request, f"Downloading {obj.name}; this page shows its progress.")
+
+    def delete_model(self, request, obj):
+        # VMs keep their image (PROTECT): the admin refuses, naming them, while any VM uses it.
+        volume_name = obj.volume_name
+        super().delete_model(request, obj)
+        transaction.on_commit(lambda: remove_image_volumes.delay(volume_name))
+
+    def delete_queryset(self, request, queryset):
+        volume_names = list(queryset.values_list("volume_name", flat=True))
+        super().delete_queryset(request, queryset)
+        for volume_name in volume_names:
+            transaction.on_commit(lambda name=volume_name: remove_image_volumes.delay(name))
+
+    @admin.action(description="Download failed images again")
+    def retry_download(self, request, queryset):
+        retried = 0
+        for image in queryset.filter(status=Image.Status.FAILED).exclude(source_url=""):
+            image.mark(Image.Status.PENDING)
+            transaction.on_commit(lambda pk=image.pk: fetch_image.delay(pk))
+            retried += 1
+        messages.info(request, f"Downloading {retried} image(s) again.")
 
 
 class OperationInline(admin.TabularInline):

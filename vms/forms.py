@@ -79,7 +79,7 @@ class FirstBootFields(forms.Form):
 class CreateVMForm(FirstBootFields):
     plan = forms.ModelChoiceField(queryset=Plan.objects.filter(active=True), empty_label=None)
     image = forms.ModelChoiceField(
-        queryset=Image.objects.filter(active=True), empty_label=None, label="Operating system"
+        queryset=Image.objects.usable(), empty_label=None, label="Operating system"
     )
     hostname = forms.CharField(
         max_length=253,
@@ -116,7 +116,7 @@ class ReinstallForm(FirstBootFields):
     """Reinstall from the same or another image; the hostname typed again confirms the loss of data."""
 
     image = forms.ModelChoiceField(
-        queryset=Image.objects.filter(active=True), empty_label=None, label="Operating system"
+        queryset=Image.objects.usable(), empty_label=None, label="Operating system"
     )
     confirm_hostname = forms.CharField(
         label="Type the VM's hostname to confirm",

@@ -102,8 +102,25 @@ class Plan(models.Model):
         return self.disk_gb * GIB
 
 
+class ImageQuerySet(models.QuerySet):
+    def usable(self):
+        """What customers may pick: active, and placed on the nodes."""
+        return self.filter(active=True, status=Image.Status.READY)
+
+
 class Image(models.Model):
-    """An OS template: a volume in each node's storage pool that VM disks are made from."""
+    """An OS template: a volume in each node's storage pool that VM disks are made from.
+
+    An image added by URL is downloaded and placed by a task; `status` and the byte
+    counts show how far it got, and `error` why it stopped.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Waiting to download"
+        DOWNLOADING = "downloading", "Downloading"
+        PLACING = "placing", "Copying to the nodes"
+        READY = "ready", "Ready"
+        FAILED = "failed", "Failed"
 
     class OSFamily(models.TextChoices):
         DEBIAN = "debian", "Debian"
@@ -122,9 +139,27 @@ class Image(models.Model):
     os_family = models.CharField(max_length=16, choices=OSFamily.choices, default=OSFamily.DEBIAN)
     format = models.CharField(max_length=8, choices=Format.choices, default=Format.QCOW2)
     volume_name = models.CharField(
-        max_length=200, unique=True, help_text="Volume name in each node's storage pool."
+        max_length=200,
+        unique=True,
+        blank=True,
+        help_text="Volume name in each node's storage pool (chosen for images added by URL).",
     )
-    checksum_sha256 = models.CharField(max_length=64, blank=True)
+    source_url = models.URLField(
+        "download URL",
+        max_length=2000,
+        blank=True,
+        help_text="http(s) address of a qcow2, raw or ISO image; the panel downloads and checks it.",
+    )
+    checksum_sha256 = models.CharField(
+        "SHA-256",
+        max_length=64,
+        blank=True,
+        help_text="Optional when adding by URL: the download must match it. Filled in from the file.",
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.READY)
+    downloaded_bytes = models.PositiveBigIntegerField(default=0)
+    total_bytes = models.PositiveBigIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
     size_bytes = models.PositiveBigIntegerField(default=0)
     min_disk_gb = models.PositiveIntegerField(default=2)
     default_user = models.CharField(max_length=32, default="debian")
@@ -136,11 +171,39 @@ class Image(models.Model):
     active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
+    objects = ImageQuerySet.as_manager()
+
     class Meta:
         ordering = ["name"]
 
     def __str__(self):
         return self.name
+
+    def save(self, *args, **kwargs):
+        if not self.volume_name:  # added by URL: a name of the panel's own in every pool
+            self.volume_name = f"kvmpanel-image-{secrets.token_hex(6)}"
+        super().save(*args, **kwargs)
+
+    def mark(self, status: str, error: str = "") -> None:
+        self.status, self.error = status, error
+        self.save(update_fields=["status", "error"])
+
+    def record_progress(self, done: int, total: int | None) -> None:
+        self.downloaded_bytes, self.total_bytes = done, total
+        self.save(update_fields=["downloaded_bytes", "total_bytes"])
+
+    def record_download(self, fetched) -> None:
+        """What the downloaded file turned out to be (its checksum, format and size)."""
+        self.checksum_sha256 = fetched.sha256
+        self.format = fetched.format if fetched.format in self.Format.values else self.Format.RAW
+        self.size_bytes = fetched.size_bytes
+        self.save(update_fields=["checksum_sha256", "format", "size_bytes"])
+
+    @property
+    def progress_percent(self) -> int | None:
+        if not self.total_bytes:
+            return None
+        return min(100, 100 * self.downloaded_bytes // self.total_bytes)
 
 
 class VirtualMachineQuerySet(models.QuerySet):

@@ -11,7 +11,7 @@ from celery import Task, shared_task
 from django.conf import settings
 from django.utils import timezone
 
-from . import hypervisor, provisioning, reconcile, usage
+from . import hypervisor, library, provisioning, reconcile, usage
 from .choices import OperationKind, VMState
 from .live import publish_vm_changed
 from .models import Image, Node, Operation, VirtualMachine
@@ -213,3 +213,19 @@ def reconcile_node(node_id: int) -> None:
 def maintain_usage() -> dict[str, int]:
     """Periodic: roll usage samples up into coarser tiers and prune each tier."""
     return usage.maintain()
+
+
+@shared_task(name="vms.tasks.fetch_image", acks_late=True, reject_on_worker_lost=True)
+def fetch_image(image_id: int) -> None:
+    """Download an image added by URL and place it on every online node."""
+    image = Image.objects.filter(
+        pk=image_id, status__in=[Image.Status.PENDING, Image.Status.DOWNLOADING]
+    ).first()
+    if image is not None:
+        library.fetch_and_place(image)
+
+
+@shared_task(name="vms.tasks.remove_image_volumes")
+def remove_image_volumes(volume_name: str) -> None:
+    """After an image is deleted: its volume leaves every node's pool."""
+    library.remove_from_nodes(volume_name, Node.objects.all())
