@@ -203,3 +203,30 @@ def test_ssh_keys_of_others_cannot_be_picked(client, alice, bob, enqueued):
     )
     assert response.status_code == 200 and "valid choice" in response.content.decode()
     assert not VirtualMachine.objects.exists()
+
+
+def test_isos_are_inserted_and_ejected_only_by_who_may_see_the_vm(
+    client, alice, bob, alice_vm, enqueued, django_capture_on_commit_callbacks
+):
+    iso = make_image(format="iso")
+    url = reverse("vms:iso", args=[alice_vm.uuid])
+    client.force_login(bob)
+    assert client.post(url, {"iso": iso.pk}).status_code == 404
+    client.force_login(alice)
+    assert client.post(url, {"iso": make_image().pk}).status_code == 404  # an OS image is not an ISO
+    with django_capture_on_commit_callbacks(execute=True):
+        assert client.post(url, {"iso": iso.pk, "boot": "on"}).status_code == 302
+    operation = Operation.objects.get()
+    assert (operation.kind, operation.params) == (OperationKind.CHANGE_ISO, {"iso_id": iso.pk, "boot": True})
+
+
+def test_a_password_reset_sends_only_a_hash(client, alice, bob, alice_vm, enqueued):
+    url = reverse("vms:reset_password", args=[alice_vm.uuid])
+    client.force_login(bob)
+    assert client.post(url, {"password": PASSWORD}).status_code == 404
+    client.force_login(alice)
+    response = client.post(url, {"password": "12345678"})
+    assert "entirely numeric" in response.content.decode() and not Operation.objects.exists()
+    assert client.post(url, {"password": PASSWORD}).status_code == 302
+    operation = Operation.objects.get()
+    assert operation.kind == OperationKind.RESET_PASSWORD and PASSWORD not in str(operation.params)

@@ -21,8 +21,9 @@ HOSTILE = [
 def test_a_hostile_title_stays_text(title):
     document = etree.fromstring(xml.domain_xml(spec(title=title, hostname=title)).encode())
     assert document.findtext("title") == title
-    assert len(document.findall("devices/disk")) == 1
+    assert len(document.findall("devices/disk[@device='disk']")) == 1  # no disk smuggled in
     assert document.find("devices/disk/source").get("volume") == "disk.qcow2"
+    assert iso_drive_of(document).find("source") is None  # the empty CD drive
     marker = document.find(f"metadata/{{{xml.PANEL_NS}}}vm")
     assert marker.get("hostname") == title
 
@@ -59,3 +60,20 @@ def test_reading_xml_does_not_expand_entities():
         "<domain><title>&x;</title></domain>"
     )
     assert xml.domain_title(hostile) == ""
+
+
+def iso_drive_of(document):
+    return next(disk for disk in document.iter("disk") if disk.find("target").get("dev") == xml.ISO_DRIVE)
+
+
+def test_the_iso_drive_is_always_there_and_can_boot_first():
+    empty = etree.fromstring(xml.domain_xml(spec()).encode())
+    drive = iso_drive_of(empty)
+    assert drive.get("device") == "cdrom" and drive.find("source") is None
+    assert empty.find("devices/disk[@device='disk']/boot").get("order") == "1"
+    assert empty.find("os/boot") is None  # boot order is per device
+
+    booting = etree.fromstring(xml.domain_xml(spec(iso_volume="rescue.iso", boot_from_iso=True)).encode())
+    drive = iso_drive_of(booting)
+    assert (drive.find("source").get("volume"), drive.find("boot").get("order")) == ("rescue.iso", "1")
+    assert booting.find("devices/disk[@device='disk']/boot").get("order") == "2"

@@ -205,3 +205,36 @@ def test_reinstall_rebuilds_the_disk_from_another_image_and_keeps_the_identity(n
     assert "image-other.qcow2" in test_session._conn.storageVolLookupByPath(
         test_session.volume_path("test-pool", new_vm.disk_volume)
     ).XMLDesc(0) or new_vm.disk_volume in test_session.volume_names("test-pool")
+
+
+def test_an_iso_goes_into_a_stopped_vms_drive_and_it_boots_from_it_next(new_vm, test_session):
+    run(new_vm, OperationKind.CREATE)
+    run(new_vm, OperationKind.FORCE_OFF)
+    iso = make_image(volume_name="rescue.iso", format="iso")
+    operation = Operation.objects.create(
+        vm=new_vm, kind=OperationKind.CHANGE_ISO, params={"iso_id": iso.pk, "boot": True}
+    )
+    tasks.run_operation(FakeTask(), operation.pk, tasks.WORK[OperationKind.CHANGE_ISO])
+    operation.refresh_from_db()
+    new_vm.refresh_from_db()
+    assert operation.status == "succeeded", operation.error
+    assert (new_vm.iso, new_vm.boot_from_iso) == (iso, True)
+    definition = test_session.domain_xml(new_vm.domain_name)
+    assert 'volume="rescue.iso"' in definition or "volume='rescue.iso'" in definition
+
+    eject = Operation.objects.create(vm=new_vm, kind=OperationKind.CHANGE_ISO, params={"iso_id": None})
+    tasks.run_operation(FakeTask(), eject.pk, tasks.WORK[OperationKind.CHANGE_ISO])
+    new_vm.refresh_from_db()
+    assert (new_vm.iso, new_vm.boot_from_iso) == (None, False)
+    assert "rescue.iso" not in test_session.domain_xml(new_vm.domain_name)
+
+
+def test_an_os_image_is_not_an_iso(new_vm, test_session):
+    run(new_vm, OperationKind.CREATE)
+    not_an_iso = make_image(volume_name="disk-image.qcow2")
+    operation = Operation.objects.create(
+        vm=new_vm, kind=OperationKind.CHANGE_ISO, params={"iso_id": not_an_iso.pk}
+    )
+    tasks.run_operation(FakeTask(), operation.pk, tasks.WORK[OperationKind.CHANGE_ISO])
+    new_vm.refresh_from_db()
+    assert new_vm.iso is None

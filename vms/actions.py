@@ -59,6 +59,17 @@ def reinstall(vm: VirtualMachine, user, *, image: Image, password="", ssh_keys=(
     return request(vm, user, OperationKind.REINSTALL, params)
 
 
+def reset_password(vm: VirtualMachine, user, password: str) -> Operation:
+    """Set the default user's password in the running guest, through its guest agent."""
+    params = {"password_hash": cloudinit.hash_password(password)}
+    return request(vm, user, OperationKind.RESET_PASSWORD, params)
+
+
+def change_iso(vm: VirtualMachine, user, iso: Image | None, boot: bool = False) -> Operation:
+    """Insert `iso` into the VM's CD drive (None ejects); with `boot`, the VM starts from it next time."""
+    return request(vm, user, OperationKind.CHANGE_ISO, {"iso_id": iso.pk if iso else None, "boot": boot})
+
+
 def first_boot_params(password: str, ssh_keys, user_data: str) -> dict:
     """What the seed needs, as stored on the operation: the password only as a hash."""
     return {

@@ -33,6 +33,8 @@ class OperationKind(models.TextChoices):
     FORCE_OFF = "force_off", "Force off"
     REBOOT = "reboot", "Reboot"
     REINSTALL = "reinstall", "Reinstall"
+    RESET_PASSWORD = "reset_password", "Reset password"
+    CHANGE_ISO = "change_iso", "Change ISO"
     DELETE = "delete", "Delete"
 
 

@@ -143,3 +143,27 @@ class ReinstallForm(FirstBootFields):
             self.add_error("image", f"{image} needs a disk of at least {image.min_disk_gb} GiB.")
         self.check_login_possible(image)
         return cleaned
+
+
+class ResetPasswordForm(forms.Form):
+    password = forms.CharField(
+        label="New password",
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+    )
+
+    def __init__(self, *args, vm: VirtualMachine, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.vm = vm
+        user = vm.image.default_user
+        self.fields["password"].help_text = f"For the user {user}; sent to the guest only as a hash."
+        style_fields(self)
+
+    def clean_password(self):
+        password = self.cleaned_data["password"]
+        password_validation.validate_password(password, self.vm.owner)
+        try:
+            cloudinit.check_password(password)
+        except ValueError as error:
+            raise forms.ValidationError(str(error)) from None
+        return password

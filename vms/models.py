@@ -104,8 +104,12 @@ class Plan(models.Model):
 
 class ImageQuerySet(models.QuerySet):
     def usable(self):
-        """What customers may pick: active, and placed on the nodes."""
-        return self.filter(active=True, status=Image.Status.READY)
+        """The operating systems customers may install: active disk images, placed on the nodes."""
+        return self.filter(active=True, status=Image.Status.READY).exclude(format=Image.Format.ISO)
+
+    def isos(self):
+        """The ISOs customers may put in a VM's CD drive."""
+        return self.filter(active=True, status=Image.Status.READY, format=Image.Format.ISO)
 
 
 class Image(models.Model):
@@ -134,6 +138,7 @@ class Image(models.Model):
     class Format(models.TextChoices):
         QCOW2 = "qcow2", "qcow2"
         RAW = "raw", "raw"
+        ISO = "iso", "ISO (installer or rescue CD)"
 
     name = models.CharField(max_length=100, unique=True)
     os_family = models.CharField(max_length=16, choices=OSFamily.choices, default=OSFamily.DEBIAN)
@@ -240,6 +245,16 @@ class VirtualMachine(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     state_changed_at = models.DateTimeField(default=timezone.now)
     deleted_at = models.DateTimeField(null=True, blank=True)
+    iso = models.ForeignKey(
+        Image,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="vms_with_iso",
+        verbose_name="ISO",
+        help_text="The ISO in the VM's CD drive.",
+    )
+    boot_from_iso = models.BooleanField(default=False, help_text="Start from the ISO, before the disk.")
     installs = models.PositiveIntegerField(
         default=1, editable=False, help_text="Counts installs; each gets its own cloud-init instance id."
     )
@@ -294,8 +309,14 @@ class VirtualMachine(models.Model):
     def allowed_actions(self) -> set[str]:
         """The operations that make sense from the last known state."""
         by_state = {
-            VMState.RUNNING: {OperationKind.SHUTDOWN, OperationKind.FORCE_OFF, OperationKind.REBOOT},
-            VMState.STOPPED: {OperationKind.START},
+            VMState.RUNNING: {
+                OperationKind.SHUTDOWN,
+                OperationKind.FORCE_OFF,
+                OperationKind.REBOOT,
+                OperationKind.RESET_PASSWORD,
+                OperationKind.CHANGE_ISO,
+            },
+            VMState.STOPPED: {OperationKind.START, OperationKind.CHANGE_ISO},
             VMState.CRASHED: {OperationKind.START, OperationKind.FORCE_OFF},
             VMState.PAUSED: {OperationKind.FORCE_OFF},
         }

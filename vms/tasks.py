@@ -86,6 +86,8 @@ def domain_spec(vm: VirtualMachine) -> hypervisor.DomainSpec:
         hostname=vm.hostname,
         owner_id=vm.owner_id,
         cdrom_volumes=provisioning.seed_volumes(vm),
+        iso_volume=vm.iso.volume_name if vm.iso else None,
+        boot_from_iso=vm.boot_from_iso and vm.iso is not None,
     )
 
 
@@ -125,6 +127,21 @@ def _reinstall(node: hypervisor.NodeSession, vm: VirtualMachine, params: dict) -
         if not error.transient:
             vm.set_state(VMState.ERROR)  # no disk to boot; the operation says why
         raise
+    return node.power_state(vm.domain_name)
+
+
+def _reset_password(node: hypervisor.NodeSession, vm: VirtualMachine, params: dict) -> str:
+    node.set_user_password(vm.domain_name, vm.image.default_user, params["password_hash"])
+    return node.power_state(vm.domain_name)
+
+
+def _change_iso(node: hypervisor.NodeSession, vm: VirtualMachine, params: dict) -> str:
+    """Insert an ISO (and maybe boot from it at the next start), or eject it."""
+    vm.iso = Image.objects.isos().filter(pk=params.get("iso_id")).first() if params.get("iso_id") else None
+    vm.boot_from_iso = bool(params.get("boot")) and vm.iso is not None
+    vm.save(update_fields=["iso", "boot_from_iso", "updated_at"])
+    node.define_domain(domain_spec(vm))  # what the drive holds and the boot order, from now on
+    node.change_iso(vm.domain_name, vm.node.pool_name, vm.iso.volume_name if vm.iso else None)
     return node.power_state(vm.domain_name)
 
 
@@ -183,6 +200,8 @@ WORK: dict[str, Work] = {
     OperationKind.FORCE_OFF: _force_off,
     OperationKind.REBOOT: _reboot,
     OperationKind.REINSTALL: _reinstall,
+    OperationKind.RESET_PASSWORD: _reset_password,
+    OperationKind.CHANGE_ISO: _change_iso,
     OperationKind.DELETE: _delete,
 }
 TASKS = {kind: _operation_task(kind, work) for kind, work in WORK.items()}

@@ -18,8 +18,8 @@ from django.views.decorators.http import require_POST
 from . import actions, usage
 from .choices import OperationKind, VMState
 from .consoles import tokens
-from .forms import CreateVMForm, ReinstallForm
-from .models import Node, NodeUsage, Operation, VirtualMachine, VMUsage
+from .forms import CreateVMForm, ReinstallForm, ResetPasswordForm
+from .models import Image, Node, NodeUsage, Operation, VirtualMachine, VMUsage
 
 PAGE_SIZE = 25
 POWER_ACTIONS = {
@@ -97,6 +97,7 @@ def _detail_context(vm: VirtualMachine) -> dict:
         "operations": operations,
         "active_operation": next((op for op in operations if op.is_active), None),
         "allowed": vm.allowed_actions(),
+        "isos": Image.objects.isos() if not vm.iso_id else (),
     }
 
 
@@ -184,6 +185,40 @@ def vm_reinstall(request, vm_uuid):
             messages.info(request, f"Reinstalling {vm.name} with {data['image']}.")
             return redirect(vm)
     return render(request, "vms/reinstall.html", {"vm": vm, "form": form})
+
+
+@require_POST
+@login_required
+def vm_iso(request, vm_uuid):
+    """Insert an ISO from the library into the VM's CD drive (optionally to boot from), or eject it."""
+    vm = _get_vm_for_user(request.user, vm_uuid)
+    iso_id = request.POST.get("iso", "")
+    iso = get_object_or_404(Image.objects.isos(), pk=iso_id) if iso_id else None
+    boot = bool(iso) and request.POST.get("boot") == "on"
+    try:
+        actions.change_iso(vm, request.user, iso, boot=boot)
+    except actions.ActionRefused as refusal:
+        messages.error(request, str(refusal))
+    else:
+        messages.info(
+            request, f"Inserting {iso} into {vm.name}." if iso else f"Ejecting the ISO of {vm.name}."
+        )
+    return redirect(vm)
+
+
+@login_required
+def vm_reset_password(request, vm_uuid):
+    vm = _get_vm_for_user(request.user, vm_uuid)
+    form = ResetPasswordForm(request.POST or None, vm=vm)
+    if request.method == "POST" and form.is_valid():
+        try:
+            actions.reset_password(vm, request.user, form.cleaned_data["password"])
+        except actions.ActionRefused as refusal:
+            form.add_error(None, str(refusal))
+        else:
+            messages.info(request, f"Setting the password of {vm.image.default_user} on {vm.name}.")
+            return redirect(vm)
+    return render(request, "vms/reset_password.html", {"vm": vm, "form": form})
 
 
 @login_required

@@ -264,6 +264,8 @@ def check_changes_made_outside_the_panel_show_live(page, panel_server, vm):
 
 
 FIRST_PASSWORD = "first-Boot-pw-2026"
+RESET_PASSWORD = "set-By-Agent-pw-5"
+ISO_TEXT = "hello from the library ISO"
 SECOND_PASSWORD = "after-Reinstall-pw-7"
 
 
@@ -280,6 +282,55 @@ def add_ssh_key(user):
     return SSHKey.objects.create(
         user=user, name="laptop", public_key=parsed.public_key, fingerprint=parsed.fingerprint
     )
+
+
+@pytest.fixture
+def library_iso(node):
+    """A small ISO in the node's pool, in the library as customers see it."""
+    import io
+
+    import pycdlib
+
+    from vms import hypervisor
+    from vms.models import Image
+
+    iso = pycdlib.PyCdlib()
+    iso.new(interchange_level=3, rock_ridge="1.09", vol_ident="KVMPANELTEST")
+    text = f"{ISO_TEXT}\n".encode()
+    iso.add_fp(io.BytesIO(text), len(text), "/HELLO.TXT;1", rr_name="hello.txt")
+    data = io.BytesIO()
+    iso.write_fp(data)
+    volume = f"test-iso-{os.getpid()}.iso"
+    with hypervisor.connect(node.uri) as session:
+        session.upload_bytes(node.pool_name, volume, data.getvalue())
+    return Image.objects.create(name="Tools CD", volume_name=volume, format="iso")
+
+
+def check_password_reset_and_iso(page, vm, iso):
+    """The guest agent sets a new password; an ISO goes into the running VM and comes out again."""
+    page.get_by_role("link", name="Password").click()
+    page.fill("#id_password", RESET_PASSWORD)
+    page.get_by_role("button", name="Set password").click()
+    wait_for_settled_state(page, "running", 60)
+    assert (last_operation(vm).kind, last_operation(vm).status) == ("reset_password", "succeeded")
+
+    page.select_option("select[name=iso]", label=iso.name)
+    page.get_by_role("button", name="Insert").click()
+    wait_for_settled_state(page, "running", 60)
+    assert iso.volume_name in virsh("dumpxml", vm.domain_name).stdout  # in the running domain now
+
+    page.get_by_role("link", name="Serial").click()
+    page.wait_for_selector("#console-status[data-status='connected']", timeout=20_000)
+    page.locator("#terminal").click()
+    log_in_on_serial(page, vm.image.default_user, RESET_PASSWORD)  # the agent's password works
+    # The ISO is the second CD drive in the guest (the seed is the first).
+    serial_command(page, "sudo mount -o ro /dev/sr1 /mnt && cat /mnt/hello.txt && sudo umount /mnt", ISO_TEXT)
+    log_out_on_serial(page)
+    page.go_back()
+
+    page.get_by_role("button", name="Eject").click()
+    wait_for_settled_state(page, "running", 60)
+    assert iso.volume_name not in virsh("dumpxml", vm.domain_name).stdout
 
 
 def check_reinstall(page, vm, wait_until):
@@ -313,6 +364,7 @@ def test_a_customer_runs_a_vm_through_its_life_in_the_browser(
     nano_plan,
     celery_worker,
     wait_until,
+    library_iso,
 ):
     key = add_ssh_key(customer)
     sign_in(page, customer)
@@ -336,6 +388,7 @@ def test_a_customer_runs_a_vm_through_its_life_in_the_browser(
     wait_until(lambda: "login:" in serial_text(vm.domain_name), BOOT_TIMEOUT, "the guest's login prompt")
     check_serial_console(page, vm, FIRST_PASSWORD, key.public_key.split()[1])
     check_usage_graphs(page, vm, wait_until)
+    check_password_reset_and_iso(page, vm, library_iso)
 
     wait_for_settled_state(page, "running", 10)
     click_and_wait_for_state(page, "Shut down", "stopped", 120)
@@ -363,5 +416,5 @@ def test_a_customer_runs_a_vm_through_its_life_in_the_browser(
     volumes = virsh("vol-list", node.pool_name).stdout
     assert vm.disk_volume not in volumes
     assert demo_image.volume_name in volumes  # the image is never touched
-    assert [op.status for op in vm.operations.all()] == ["succeeded"] * 7
+    assert [op.status for op in vm.operations.all()] == ["succeeded"] * 10
     assert not any("password_hash" in op.params for op in vm.operations.all())  # dropped when done

@@ -40,6 +40,12 @@ _NOT_FOUND = {
     libvirt.VIR_ERR_NO_NETWORK,
 }
 _CONFLICT = {libvirt.VIR_ERR_OPERATION_INVALID}
+# The guest agent is missing, not running yet, or not answering.
+_NO_AGENT = {
+    libvirt.VIR_ERR_AGENT_UNRESPONSIVE,
+    libvirt.VIR_ERR_AGENT_UNSYNCED,
+    libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED,
+}
 _UNREACHABLE_CODES = {libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_RPC, libvirt.VIR_ERR_AUTH_FAILED}
 _UNREACHABLE_DOMAINS = {libvirt.VIR_FROM_RPC, libvirt.VIR_FROM_REMOTE}
 
@@ -355,6 +361,36 @@ class NodeSession:
         if not domain.isActive():
             raise Conflict("the VM is not running")
         domain.reboot(0)
+
+    @translated
+    def change_iso(self, name: str, pool: str, volume: str | None) -> None:
+        """Put `volume` in a running domain's ISO drive now, or empty it (None).
+
+        A stopped domain is left alone: its definition already says what the drive holds.
+        """
+        domain = self._panel_domain(name)
+        if not domain.isActive():
+            return
+        # Force: the guest may hold the tray locked (mounted); the customer asked for the eject.
+        flags = libvirt.VIR_DOMAIN_AFFECT_LIVE | libvirt.VIR_DOMAIN_DEVICE_MODIFY_FORCE
+        domain.updateDeviceFlags(xml.iso_drive_xml(pool, volume), flags)
+
+    @translated
+    def set_user_password(self, name: str, user: str, password_hash: str) -> None:
+        """Set a guest user's password through the guest agent from a crypt(3) hash, never clear text."""
+        domain = self._panel_domain(name)
+        if not domain.isActive():
+            raise Conflict("the VM is not running")
+        try:
+            domain.setUserPassword(user, password_hash, libvirt.VIR_DOMAIN_PASSWORD_ENCRYPTED)
+        except libvirt.libvirtError as error:
+            if error.get_error_code() in _NO_AGENT:
+                raise OperationFailed(
+                    "the VM's guest agent did not answer, so the password could not be set: the guest "
+                    "must run qemu-guest-agent (the panel's images do once booted); wait until it has "
+                    "booted and try again, or reinstall"
+                ) from error
+            raise
 
     @translated
     def undefine(self, name: str) -> list[tuple[str, str]]:

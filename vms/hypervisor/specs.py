@@ -38,6 +38,8 @@ class DomainSpec:
     machine: str = "pc"
     vnc_listen: str = "127.0.0.1"
     cdrom_volumes: tuple[str, ...] = field(default_factory=tuple)
+    iso_volume: str | None = None  # the customer's ISO in the VM's ISO drive; None: the drive is empty
+    boot_from_iso: bool = False
 
 
 @dataclass(frozen=True)

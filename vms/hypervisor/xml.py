@@ -12,6 +12,8 @@ from .specs import DomainSpec
 PANEL_NS = "https://kvmpanel.dev/xmlns/vm/1"
 PANEL_PREFIX = "kvmpanel"
 GUEST_AGENT_CHANNEL = "org.qemu.guest_agent.0"
+# The seed is the first CD-ROM (hdc); customers' ISOs go in the second.
+ISO_DRIVE = "hdd"
 
 
 def _to_string(element: etree._Element) -> str:
@@ -36,9 +38,27 @@ def _disk(spec: DomainSpec) -> etree._Element:
         E.driver(name="qemu", type=spec.disk_format, discard="unmap"),
         E.source(pool=spec.pool, volume=spec.disk_volume),
         E.target(dev="vda", bus="virtio"),
+        E.boot(order="2" if spec.boot_from_iso else "1"),
         type="volume",
         device="disk",
     )
+
+
+def iso_drive(pool: str, volume: str | None, boot_first: bool = False) -> etree._Element:
+    """The drive for the customer's ISOs: always there, so media can change while the VM runs."""
+    drive = E.disk(E.driver(name="qemu", type="raw"), E.target(dev=ISO_DRIVE, bus="ide"), E.readonly())
+    if volume:
+        drive.insert(1, E.source(pool=pool, volume=volume))
+    if boot_first:
+        drive.append(E.boot(order="1"))
+    drive.set("type", "volume")
+    drive.set("device", "cdrom")
+    return drive
+
+
+def iso_drive_xml(pool: str, volume: str | None) -> str:
+    """The ISO drive with new media (or none: ejected), for a change while the domain runs."""
+    return _to_string(iso_drive(pool, volume))
 
 
 def _cdrom(pool: str, volume: str, index: int) -> etree._Element:
@@ -68,6 +88,7 @@ def _devices(spec: DomainSpec) -> etree._Element:
     devices = E.devices(_disk(spec))
     for index, volume in enumerate(spec.cdrom_volumes):
         devices.append(_cdrom(spec.pool, volume, index))
+    devices.append(iso_drive(spec.pool, spec.iso_volume, boot_first=spec.boot_from_iso))
     devices.extend(
         [
             E.interface(E.source(network=spec.network), E.model(type="virtio"), type="network"),
@@ -98,7 +119,8 @@ def domain_xml(spec: DomainSpec) -> str:
         _panel_metadata(spec),
         E.memory(str(spec.memory_mib), unit="MiB"),
         E.vcpu(str(spec.vcpus)),
-        E.os(E.type("hvm", arch="x86_64", machine=spec.machine), E.boot(dev="hd")),
+        # Boot order is set per device (the disk, or the ISO drive first).
+        E.os(E.type("hvm", arch="x86_64", machine=spec.machine)),
         E.features(E.acpi(), E.apic()),
         E.clock(offset="utc"),
         E.on_poweroff("destroy"),

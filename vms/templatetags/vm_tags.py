@@ -38,6 +38,8 @@ _PROGRESS = {
     "force_off": "Powering off…",
     "reboot": "Rebooting…",
     "reinstall": "Reinstalling…",
+    "reset_password": "Setting password…",
+    "change_iso": "Changing the ISO…",
     "delete": "Deleting…",
 }
 
