@@ -1,6 +1,6 @@
 // Usage graphs (uPlot): CPU, memory, disk and network for the last hour, day
-// or month. Data comes from the element's data-usage-url as columns; the hour
-// view re-fetches whenever live.js reports a new reading.
+// or month. Data comes from the element's data-usage-url as columns, fetched
+// again whenever live.js reports a new reading.
 (() => {
   const root = document.querySelector("[data-usage-url]");
   if (!root) return;
@@ -94,7 +94,8 @@
       load();
     });
   });
-  document.addEventListener("live:usage", () => { if (range === "hour") load(); });
+  // Every range follows new readings: the hour at once, day and month as their buckets roll up.
+  document.addEventListener("live:usage", load);
   new ResizeObserver(() => {
     for (const [name, plot] of Object.entries(plots)) {
       plot.setSize({ width: root.querySelector(`[data-chart="${name}"]`).clientWidth, height: 170 });
