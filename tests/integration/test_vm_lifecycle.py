@@ -324,7 +324,9 @@ def check_password_reset_and_iso(page, vm, iso):
     page.locator("#terminal").click()
     log_in_on_serial(page, vm.image.default_user, RESET_PASSWORD)  # the agent's password works
     # The ISO is the second CD drive in the guest (the seed is the first).
-    serial_command(page, "sudo mount -o ro /dev/sr1 /mnt && cat /mnt/hello.txt && sudo umount /mnt", ISO_TEXT)
+    # The marker is computed by the shell, so the typed line itself never matches it.
+    command = "sudo mount -o ro /dev/sr1 /mnt && cat /mnt/hello.txt; sudo umount /mnt; echo done-$((6*7))"
+    assert ISO_TEXT in serial_command(page, command, "done-42")
     log_out_on_serial(page)
     page.go_back()
 
