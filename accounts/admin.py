@@ -8,6 +8,13 @@ from .models import SSHKey, User
 class PanelUserAdmin(UserAdmin):
     list_display = ("username", "email", "is_staff", "is_active", "vm_count", "last_login", "date_joined")
     list_filter = ("is_staff", "is_superuser", "is_active")
+    fieldsets = (
+        *UserAdmin.fieldsets,
+        (
+            "Quota (empty: the panel's defaults)",
+            {"fields": ("max_vms", "max_vcpus", "max_memory_mib", "max_disk_gb")},
+        ),
+    )
 
     def get_queryset(self, request):
         from django.db.models import Count, Q

@@ -3,11 +3,23 @@ from django.contrib.auth.models import AbstractUser
 from django.db import models
 
 
+def _quota_field(label: str):
+    return models.PositiveIntegerField(
+        label, null=True, blank=True, help_text="Empty: the panel's default (KVMPANEL_QUOTA_* settings)."
+    )
+
+
 class User(AbstractUser):
     """A panel user: a customer, or staff when is_staff is set.
 
     Our own model from day one, so later fields (quotas, 2FA) need no swap.
+    Quota fields override the operator's defaults for this customer.
     """
+
+    max_vms = _quota_field("VM limit")
+    max_vcpus = _quota_field("vCPU limit")
+    max_memory_mib = _quota_field("memory limit (MiB)")
+    max_disk_gb = _quota_field("disk limit (GiB)")
 
 
 # The key types the panel accepts, with the names people know them by.

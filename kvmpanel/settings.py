@@ -199,6 +199,13 @@ KVMPANEL_MONITOR_RESCAN_SECONDS = envint("KVMPANEL_MONITOR_RESCAN_SECONDS", 30)
 KVMPANEL_DOWNLOAD_DIR = env("KVMPANEL_DOWNLOAD_DIR", str(VAR_DIR / "downloads"))
 KVMPANEL_IMAGE_MAX_BYTES = envint("KVMPANEL_IMAGE_MAX_GB", 20) * 1024**3
 KVMPANEL_IMAGE_ALLOW_PRIVATE = envbool("KVMPANEL_IMAGE_ALLOW_PRIVATE", False)
+# What a customer may hold unless their account says otherwise (staff have no limits).
+KVMPANEL_QUOTA_DEFAULTS = {
+    "vms": envint("KVMPANEL_QUOTA_VMS", 5),
+    "vcpus": envint("KVMPANEL_QUOTA_VCPUS", 8),
+    "memory_mib": envint("KVMPANEL_QUOTA_MEMORY_MIB", 16384),
+    "disk_gb": envint("KVMPANEL_QUOTA_DISK_GB", 200),
+}
 # How often the node monitor reads every VM's usage counters (one bulk call per node).
 KVMPANEL_STATS_INTERVAL = envint("KVMPANEL_STATS_INTERVAL", 10)
 # The metrics endpoint (/metrics) answers staff sessions, and this bearer token when set.

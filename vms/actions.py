@@ -5,7 +5,7 @@ Pages (and later the API) call these; none of them waits on the hypervisor.
 
 from django.db import IntegrityError, transaction
 
-from . import cloudinit
+from . import cloudinit, quotas
 from .choices import NodeStatus, OperationKind
 from .live import publish_vm_changed
 from .models import Image, Node, Operation, Plan, VirtualMachine
@@ -44,12 +44,16 @@ def create_vm(
     params = first_boot_params(password, ssh_keys, user_data)
     try:
         with transaction.atomic():
+            quotas.lock_owner(owner)  # the check and the new row, one customer request at a time
+            quotas.check_room(owner, plan)
             vm = VirtualMachine.objects.create(
                 owner=owner, node=node, plan=plan, image=image, hostname=hostname, display_name=display_name
             )
             _record(vm, owner, OperationKind.CREATE, params)
     except IntegrityError:
         raise ActionRefused(f"You already have a VM named {hostname}.") from None
+    except quotas.QuotaExceeded as exceeded:
+        raise ActionRefused(str(exceeded)) from None
     return vm
 
 

@@ -15,7 +15,7 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
-from . import actions, usage
+from . import actions, quotas, usage
 from .choices import OperationKind, VMState
 from .consoles import tokens
 from .forms import CreateVMForm, ReinstallForm, ResetPasswordForm
@@ -47,8 +47,11 @@ def vm_list(request):
     last_operations = _last_operations(page.object_list)
     rows = [(vm, last_operations.get(vm.pk)) for vm in page.object_list]
     # Live updates re-fetch only the table (the same partial as the first render).
-    template = "vms/_list.html" if request.headers.get("HX-Request") else "vms/list.html"
-    return render(request, template, {"page": page, "rows": rows})
+    if request.headers.get("HX-Request"):
+        return render(request, "vms/_list.html", {"page": page, "rows": rows})
+    return render(
+        request, "vms/list.html", {"page": page, "rows": rows, "quota": quotas.summary(request.user)}
+    )
 
 
 def _last_operations(vms) -> dict:
@@ -69,7 +72,7 @@ def vm_create(request):
         else:
             messages.success(request, f"Creating {vm.name}. It will be running in a few seconds.")
             return redirect(vm)
-    return render(request, "vms/create.html", {"form": form})
+    return render(request, "vms/create.html", {"form": form, "quota": quotas.summary(request.user)})
 
 
 @login_required

@@ -1,0 +1,96 @@
+"""Customer limits: checked at create, shown in the portal, and never exceeded by parallel requests."""
+
+import threading
+
+import pytest
+from django.db import connection
+from django.urls import reverse
+
+from vms import actions, quotas
+from vms.models import VirtualMachine
+
+from .factories import make_image, make_node, make_plan, make_user, make_vm
+
+PASSWORD = "quota-test-pw-42"
+
+
+@pytest.fixture
+def enqueued(monkeypatch):
+    calls = []
+    monkeypatch.setattr(actions, "enqueue", lambda operation: calls.append(operation.pk))
+    return calls
+
+
+@pytest.mark.django_db
+def test_limits_come_from_the_account_or_the_operators_defaults(settings, alice, staff):
+    settings.KVMPANEL_QUOTA_DEFAULTS = {"vms": 5, "vcpus": 8, "memory_mib": 4096, "disk_gb": 100}
+    alice.max_vms = 2
+    assert quotas.limits_for(alice) == quotas.Resources(vms=2, vcpus=8, memory_mib=4096, disk_gb=100)
+    assert quotas.limits_for(staff) is None  # operators have no limits
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("limit", "message"),
+    [
+        ("max_vms", "limit of 1 VMs"),
+        ("max_vcpus", "limit of 2 vCPUs"),
+        ("max_memory_mib", "limit of 1024 MiB memory"),
+    ],
+)
+def test_a_create_past_a_limit_is_refused_and_says_which(alice, enqueued, limit, message):
+    plan = make_plan(vcpus=2, memory_mib=1024, disk_gb=10)
+    make_vm(alice, plan=plan)
+    setattr(alice, limit, {"max_vms": 1, "max_vcpus": 2, "max_memory_mib": 1024}[limit])
+    alice.save()
+    make_node()
+    with pytest.raises(actions.ActionRefused, match=message):
+        actions.create_vm(owner=alice, plan=plan, image=make_image(), hostname="one-more", password=PASSWORD)
+    assert VirtualMachine.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_deleted_vms_do_not_count_and_vms_being_created_do(alice):
+    plan = make_plan(vcpus=1, memory_mib=512, disk_gb=4)
+    make_vm(alice, plan=plan, state="deleted")
+    make_vm(alice, plan=plan, state="provisioning")
+    assert quotas.usage_of(alice) == quotas.Resources(vms=1, vcpus=1, memory_mib=512, disk_gb=4)
+
+
+@pytest.mark.django_db
+def test_the_portal_shows_usage_against_limits(client, alice):
+    alice.max_vms = 4
+    alice.save()
+    make_vm(alice)
+    client.force_login(alice)
+    page = client.get(reverse("vms:list")).content.decode()
+    assert 'id="quota"' in page and "1 / 4" in page
+
+
+@pytest.mark.django_db(transaction=True)
+def test_twenty_parallel_creates_with_a_limit_of_three_give_exactly_three(enqueued):
+    """Run on SQLite and on PostgreSQL (scripts/test.sh): the lock and the count share one transaction."""
+    owner = make_user("racer", max_vms=3)
+    plan, image = make_plan(), make_image()
+    make_node()
+    start = threading.Barrier(20)
+    outcomes = []
+
+    def create(n: int) -> None:
+        try:
+            start.wait()
+            actions.create_vm(owner=owner, plan=plan, image=image, hostname=f"race-{n}", password=PASSWORD)
+            outcomes.append("created")
+        except actions.ActionRefused as refusal:
+            outcomes.append(str(refusal))
+        finally:
+            connection.close()  # each thread has its own database connection
+
+    threads = [threading.Thread(target=create, args=(n,)) for n in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert outcomes.count("created") == 3, outcomes
+    assert all("limit of 3 VMs" in outcome for outcome in outcomes if outcome != "created")
+    assert VirtualMachine.objects.filter(owner=owner).count() == 3
