@@ -97,6 +97,15 @@ def check_room(user, plan: Plan) -> None:
             )
 
 
+# How the portal shows each one: title, unit, and the factor from the stored unit.
+_SHOWN = {
+    "vms": ("VMs", "", 1),
+    "vcpus": ("vCPUs", "", 1),
+    "memory_mib": ("Memory", " GiB", 1024),
+    "disk_gb": ("Disk", " GiB", 1),
+}
+
+
 def summary(user) -> list[dict] | None:
     """Usage against limits for the portal; None for staff."""
     limits = limits_for(user)
@@ -104,8 +113,15 @@ def summary(user) -> list[dict] | None:
         return None
     used = usage_of(user)
     rows = []
-    for name, (label, unit) in LABELS.items():
+    for name, (title, unit, per) in _SHOWN.items():
         limit, value = getattr(limits, name), getattr(used, name)
-        percent = min(100, round(100 * value / limit)) if limit else 100
-        rows.append({"label": label, "unit": unit, "used": value, "limit": limit, "percent": percent})
+        rows.append(
+            {
+                "label": title,
+                "unit": unit,
+                "used": f"{value / per:g}",
+                "limit": f"{limit / per:g}",
+                "percent": min(100, round(100 * value / limit)) if limit else 100,
+            }
+        )
     return rows
