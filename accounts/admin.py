@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin
 
-from .models import SSHKey, User
+from .models import AuditEntry, SSHKey, User
 
 
 @admin.register(User)
@@ -42,4 +42,32 @@ class SSHKeyAdmin(admin.ModelAdmin):
     readonly_fields = ("user", "public_key", "fingerprint", "created_at")
 
     def has_add_permission(self, request):
+        return False
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(admin.ModelAdmin):
+    """Searchable by staff; never added, changed or deleted from any page."""
+
+    list_display = ("at", "actor_name", "action", "target_label", "outcome", "address", "owner")
+    list_filter = ("outcome", "action", "target_type")
+    search_fields = (
+        "actor_name",
+        "action",
+        "target_label",
+        "target_id",
+        "address",
+        "detail",
+        "owner__username",
+    )
+    date_hierarchy = "at"
+    list_select_related = ("owner",)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
         return False

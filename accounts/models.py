@@ -71,3 +71,46 @@ class SSHKey(models.Model):
     def comment(self) -> str:
         parts = self.public_key.split(" ", 2)
         return parts[2] if len(parts) == 3 else ""
+
+
+class AuditEntry(models.Model):
+    """One change: who, what, which object, when, from which address, and how it ended. Never edited."""
+
+    class Outcome(models.TextChoices):
+        REQUESTED = "requested", "Requested"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        REFUSED = "refused", "Refused"
+
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    actor_name = models.CharField(
+        max_length=150, help_text="Kept when the account is gone; 'system' for tasks."
+    )
+    action = models.CharField(max_length=64, db_index=True, help_text="e.g. vm.create, vm.reboot, sshkey.add")
+    target_type = models.CharField(max_length=64, blank=True)
+    target_id = models.CharField(max_length=64, blank=True, db_index=True)
+    target_label = models.CharField(max_length=200, blank=True)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="audit_entries",
+        help_text="Whose object it is: they see this entry.",
+    )
+    address = models.GenericIPAddressField(null=True, blank=True)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    detail = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        verbose_name_plural = "audit entries"
+        indexes = [models.Index(fields=["owner", "-at"], name="audit_by_owner")]
+
+    def __str__(self):
+        return (
+            f"{self.at:%Y-%m-%d %H:%M} {self.actor_name} {self.action} {self.target_label} ({self.outcome})"
+        )

@@ -5,10 +5,12 @@ Pages (and later the API) call these; none of them waits on the hypervisor.
 
 from django.db import IntegrityError, transaction
 
+from accounts import audit
+
 from . import cloudinit, quotas
 from .choices import NodeStatus, OperationKind
 from .live import publish_vm_changed
-from .models import Image, Node, Operation, Plan, VirtualMachine
+from .models import SECRET_PARAMS, Image, Node, Operation, Plan, VirtualMachine
 
 
 class ActionRefused(Exception):
@@ -53,6 +55,7 @@ def create_vm(
     except IntegrityError:
         raise ActionRefused(f"You already have a VM named {hostname}.") from None
     except quotas.QuotaExceeded as exceeded:
+        audit.record("vm.create", None, outcome="refused", owner=owner, detail=f"{hostname}: {exceeded}")
         raise ActionRefused(str(exceeded)) from None
     return vm
 
@@ -85,6 +88,16 @@ def first_boot_params(password: str, ssh_keys, user_data: str) -> dict:
 
 def request(vm: VirtualMachine, user, kind: str, params: dict | None = None) -> Operation:
     """Ask for `kind` (start, shutdown, force_off, reboot, reinstall, delete) on `vm`."""
+    try:
+        _check_allowed(vm, kind)
+    except ActionRefused as refusal:
+        audit.record(f"vm.{kind}", vm, outcome="refused", detail=str(refusal))
+        raise
+    with transaction.atomic():
+        return _record(vm, user, kind, params)
+
+
+def _check_allowed(vm: VirtualMachine, kind: str) -> None:
     if not vm.node.accepts_changes:
         raise ActionRefused(
             f"Node {vm.node} is {vm.node.get_status_display().lower()}: "
@@ -94,8 +107,6 @@ def request(vm: VirtualMachine, user, kind: str, params: dict | None = None) -> 
         raise ActionRefused(
             f"Cannot {OperationKind(kind).label.lower()} a VM that is {vm.get_state_display().lower()}."
         )
-    with transaction.atomic():
-        return _record(vm, user, kind, params)
 
 
 def _record(vm: VirtualMachine, user, kind: str, params: dict | None = None) -> Operation:
@@ -105,8 +116,24 @@ def _record(vm: VirtualMachine, user, kind: str, params: dict | None = None) -> 
             operation = Operation.objects.create(vm=vm, user=user, kind=kind, params=params or {})
     except IntegrityError:
         raise ActionRefused("Another operation on this VM is still in progress.") from None
+    audit.record(f"vm.{kind}", vm, outcome="requested", actor=user, detail=_describe(operation))
     transaction.on_commit(lambda: _start(operation))
     return operation
+
+
+def _describe(operation: Operation) -> str:
+    """What the audit log says of an operation's parameters: their gist, never a secret or a hash."""
+
+    def gist(key, value) -> str:
+        if key in SECRET_PARAMS:
+            return f"{key.removesuffix('_hash')} set"
+        if isinstance(value, list):
+            return f"{key}: {len(value)}"
+        if isinstance(value, str) and len(value) > 40:
+            return f"{key}: {len(value)} characters"
+        return f"{key}: {value}"
+
+    return ", ".join(gist(key, value) for key, value in operation.params.items() if value)
 
 
 def _start(operation: Operation) -> None:

@@ -8,6 +8,8 @@ from django.contrib import admin, messages
 from django.db import transaction
 from django.db.models import Count, Q
 
+from accounts import audit
+
 from . import actions, imagefetch
 from .choices import OperationKind, VMState
 from .models import Image, Node, Operation, Plan, VirtualMachine
@@ -140,6 +142,9 @@ class ImageAdmin(admin.ModelAdmin):
         if starts_download:
             obj.status = Image.Status.PENDING
         super().save_model(request, obj, form, change)
+        audit.record(
+            "image.change" if change else "image.add", obj, outcome="succeeded", detail=obj.source_url
+        )
         if starts_download:
             transaction.on_commit(lambda: fetch_image.delay(obj.pk))
             messages.info(request, f"Downloading {obj.name}; this page shows its progress.")
@@ -147,6 +152,7 @@ class ImageAdmin(admin.ModelAdmin):
     def delete_model(self, request, obj):
         # VMs keep their image (PROTECT): the admin refuses, naming them, while any VM uses it.
         volume_name = obj.volume_name
+        audit.record("image.delete", obj, outcome="succeeded", detail=volume_name)
         super().delete_model(request, obj)
         transaction.on_commit(lambda: remove_image_volumes.delay(volume_name))
 

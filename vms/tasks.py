@@ -11,6 +11,8 @@ from celery import Task, shared_task
 from django.conf import settings
 from django.utils import timezone
 
+from accounts import audit
+
 from . import hypervisor, library, provisioning, reconcile, usage
 from .choices import OperationKind, VMState
 from .live import publish_vm_changed
@@ -57,6 +59,7 @@ def run_operation(task: Task, operation_id: int, work: Work) -> None:
             operation.mark_retrying(str(error))
             raise task.retry(exc=error, countdown=5 * 2**task.request.retries) from error
         operation.mark_failed(str(error))
+        _audit_outcome(operation)
         publish_vm_changed(vm)
         return
     except Exception as error:
@@ -66,7 +69,18 @@ def run_operation(task: Task, operation_id: int, work: Work) -> None:
         raise
     vm.set_state(new_state)
     operation.mark_succeeded()
+    _audit_outcome(operation)
     publish_vm_changed(vm)
+
+
+def _audit_outcome(operation: Operation) -> None:
+    audit.record(
+        f"vm.{operation.kind}",
+        operation.vm,
+        outcome=operation.status,
+        actor=operation.user,
+        detail=operation.error,
+    )
 
 
 def domain_spec(vm: VirtualMachine) -> hypervisor.DomainSpec:

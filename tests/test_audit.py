@@ -1,0 +1,86 @@
+"""The audit log: every change is recorded with who, what, which object, from where and how it ended."""
+
+import pytest
+from django.urls import reverse
+
+from accounts.models import AuditEntry
+from vms import actions, tasks
+from vms.choices import OperationKind
+
+from .factories import make_user, make_vm
+from .test_tasks import FakeTask
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def enqueued(monkeypatch):
+    monkeypatch.setattr(actions, "enqueue", lambda operation: None)
+
+
+def test_a_request_from_the_portal_records_who_what_and_from_where(client, alice, alice_vm, enqueued):
+    client.force_login(alice)
+    client.post(reverse("vms:action", args=[alice_vm.uuid, "reboot"]), REMOTE_ADDR="203.0.113.7")
+    entry = AuditEntry.objects.get(action="vm.reboot")
+    assert (entry.actor, entry.owner, entry.outcome, entry.address) == (
+        alice,
+        alice,
+        "requested",
+        "203.0.113.7",
+    )
+    assert entry.target_id == str(alice_vm.uuid) and entry.target_label == alice_vm.name
+
+
+def test_a_refused_action_is_recorded_with_its_reason(client, alice, alice_vm, enqueued):
+    alice_vm.state = "stopped"
+    alice_vm.save()
+    client.force_login(alice)
+    client.post(reverse("vms:action", args=[alice_vm.uuid, "reboot"]))
+    entry = AuditEntry.objects.get(action="vm.reboot")
+    assert entry.outcome == "refused" and "stopped" in entry.detail
+
+
+def test_the_outcome_of_the_task_is_recorded_by_the_system(alice, test_node):
+    vm = make_vm(alice, node=test_node, state="stopped")
+    operation = actions.request(vm, alice, OperationKind.START)
+    tasks.run_operation(FakeTask(), operation.pk, tasks.WORK[OperationKind.START])  # no such domain: fails
+    outcome = AuditEntry.objects.filter(action="vm.start").exclude(outcome="requested").get()
+    assert (outcome.outcome, outcome.address, outcome.owner) == ("failed", None, alice)
+    assert outcome.detail
+
+
+def test_secrets_never_reach_the_log(client, alice, alice_vm, enqueued):
+    client.force_login(alice)
+    client.post(reverse("vms:reset_password", args=[alice_vm.uuid]), {"password": "a-Secret-pass-77"})
+    entry = AuditEntry.objects.get(action="vm.reset_password")
+    assert "a-Secret-pass-77" not in entry.detail and "$2b$" not in entry.detail
+
+
+def test_sign_ins_and_wrong_passwords_are_recorded_for_the_account(client, alice):
+    client.post(reverse("login"), {"username": "alice", "password": "wrong"}, REMOTE_ADDR="198.51.100.4")
+    client.post(reverse("login"), {"username": "alice", "password": "alice-pass-123"})
+    outcomes = list(
+        AuditEntry.objects.filter(owner=alice, action="account.login").values_list("outcome", "address")
+    )
+    assert outcomes == [("succeeded", "127.0.0.1"), ("refused", "198.51.100.4")]
+
+
+def test_owners_see_their_own_entries_only(client, alice, bob, alice_vm, enqueued):
+    actions.request(alice_vm, alice, OperationKind.REBOOT)
+    client.force_login(bob)
+    assert alice_vm.name not in client.get(reverse("activity")).content.decode()
+    client.force_login(alice)
+    page = client.get(reverse("activity")).content.decode()
+    assert "vm.reboot" in page and alice_vm.name in page
+
+
+def test_staff_search_the_log_and_nobody_can_edit_it(client, alice, alice_vm, enqueued):
+    actions.request(alice_vm, alice, OperationKind.REBOOT)
+    entry = AuditEntry.objects.get()
+    operator = make_user("operator", is_staff=True, is_superuser=True)
+    client.force_login(operator)
+    listing = client.get(reverse("admin:accounts_auditentry_changelist"), {"q": "reboot"})
+    assert listing.status_code == 200 and alice_vm.name in listing.content.decode()
+    assert client.get(reverse("admin:accounts_auditentry_add")).status_code == 403
+    response = client.post(reverse("admin:accounts_auditentry_delete", args=[entry.pk]), {"post": "yes"})
+    assert response.status_code == 403 and AuditEntry.objects.filter(pk=entry.pk).exists()
