@@ -6,6 +6,9 @@ VENV="$ROOT/.venv"
 PY="$VENV/bin/python"
 CACHE_DIR="${KVMPANEL_CACHE:-/var/cache/kvmpanel}"
 GUEST_IMAGE="$CACHE_DIR/images/debian-12-cloud.qcow2"
+# A second build of the same recipe, for rescue tests: its root file system has
+# its own UUID, so a rescue system never mounts the customer's disk as its root.
+RESCUE_IMAGE="$CACHE_DIR/images/debian-12-rescue.qcow2"
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 have_systemd() { [ -d /run/systemd/system ]; }
@@ -92,6 +95,10 @@ ensure_node_modules() {
 
 ensure_guest_image() {
   bash "$ROOT/scripts/build-guest-image.sh" "$GUEST_IMAGE"
+}
+
+ensure_rescue_image() {
+  bash "$ROOT/scripts/build-guest-image.sh" "$RESCUE_IMAGE"
 }
 
 # PostgreSQL for the test run on it: started if it is not, with a role for root.

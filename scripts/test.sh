@@ -12,6 +12,7 @@ require_root
 bash "$ROOT/scripts/setup.sh"
 ensure_packages "${TEST_PACKAGES[@]}"
 ensure_postgres
+ensure_rescue_image
 cd "$ROOT"
 
 say "Lint (ruff)"

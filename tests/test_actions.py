@@ -230,3 +230,19 @@ def test_a_password_reset_sends_only_a_hash(client, alice, bob, alice_vm, enqueu
     assert client.post(url, {"password": PASSWORD}).status_code == 302
     operation = Operation.objects.get()
     assert operation.kind == OperationKind.RESET_PASSWORD and PASSWORD not in str(operation.params)
+
+
+def test_only_the_owner_starts_a_rescue_system_and_only_an_offered_one(
+    client, alice, bob, alice_vm, enqueued, django_capture_on_commit_callbacks
+):
+    offered, not_offered = make_image(rescue=True), make_image()
+    url = reverse("vms:rescue", args=[alice_vm.uuid])
+    client.force_login(bob)
+    assert client.get(url).status_code == 404
+    client.force_login(alice)
+    response = client.post(url, {"image": not_offered.pk, "password": PASSWORD})
+    assert "valid choice" in response.content.decode() and not Operation.objects.exists()
+    with django_capture_on_commit_callbacks(execute=True):
+        assert client.post(url, {"image": offered.pk, "password": PASSWORD}).status_code == 302
+    operation = Operation.objects.get()
+    assert operation.kind == OperationKind.RESCUE and operation.params["image_id"] == offered.pk

@@ -238,3 +238,27 @@ def test_an_os_image_is_not_an_iso(new_vm, test_session):
     tasks.run_operation(FakeTask(), operation.pk, tasks.WORK[OperationKind.CHANGE_ISO])
     new_vm.refresh_from_db()
     assert new_vm.iso is None
+
+
+def test_rescue_boots_the_rescue_disk_first_and_leaving_restores_the_vm(new_vm, test_session):
+    run(new_vm, OperationKind.CREATE)
+    test_session._conn.storagePoolLookupByName("test-pool").createXML(
+        xml.volume_xml("rescue.qcow2", 2 * 1024**3, "qcow2"), 0
+    )
+    rescue_image = make_image(volume_name="rescue.qcow2", rescue=True, cloud_init=False)
+    operation = Operation.objects.create(
+        vm=new_vm, kind=OperationKind.RESCUE, params={"image_id": rescue_image.pk}
+    )
+    tasks.run_operation(FakeTask(), operation.pk, tasks.WORK[OperationKind.RESCUE])
+    new_vm.refresh_from_db()
+    assert new_vm.rescue_image == rescue_image, Operation.objects.get(pk=operation.pk).error
+    definition = test_session.domain_xml(new_vm.domain_name)
+    assert definition.index(new_vm.rescue_volume) < definition.index(new_vm.disk_volume)  # vda, then vdb
+    assert new_vm.allowed_actions() == {"shutdown", "force_off", "reboot", "leave_rescue", "delete"}
+
+    leave = Operation.objects.create(vm=new_vm, kind=OperationKind.LEAVE_RESCUE)
+    tasks.run_operation(FakeTask(), leave.pk, tasks.WORK[OperationKind.LEAVE_RESCUE])
+    new_vm.refresh_from_db()
+    assert new_vm.rescue_image is None
+    assert new_vm.rescue_volume not in test_session.domain_xml(new_vm.domain_name)
+    assert new_vm.rescue_volume not in test_session.volume_names("test-pool")

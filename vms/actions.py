@@ -72,6 +72,12 @@ def reset_password(vm: VirtualMachine, user, password: str) -> Operation:
     return request(vm, user, OperationKind.RESET_PASSWORD, params)
 
 
+def rescue(vm: VirtualMachine, user, *, image: Image, password="", ssh_keys=()) -> Operation:
+    """Boot `image` as a rescue system with the VM's disk as its second disk."""
+    params = {"image_id": image.pk, **first_boot_params(password, ssh_keys, "")}
+    return request(vm, user, OperationKind.RESCUE, params)
+
+
 def change_iso(vm: VirtualMachine, user, iso: Image | None, boot: bool = False) -> Operation:
     """Insert `iso` into the VM's CD drive (None ejects); with `boot`, the VM starts from it next time."""
     return request(vm, user, OperationKind.CHANGE_ISO, {"iso_id": iso.pk if iso else None, "boot": boot})

@@ -87,6 +87,7 @@ class ImageForm(forms.ModelForm):
             "min_disk_gb",
             "default_user",
             "cloud_init",
+            "rescue",
             "active",
         ]
 

@@ -35,6 +35,8 @@ class OperationKind(models.TextChoices):
     REINSTALL = "reinstall", "Reinstall"
     RESET_PASSWORD = "reset_password", "Reset password"
     CHANGE_ISO = "change_iso", "Change ISO"
+    RESCUE = "rescue", "Rescue"
+    LEAVE_RESCUE = "leave_rescue", "Leave rescue"
     DELETE = "delete", "Delete"
 
 

@@ -167,3 +167,22 @@ class ResetPasswordForm(forms.Form):
         except ValueError as error:
             raise forms.ValidationError(str(error)) from None
         return password
+
+
+class RescueForm(FirstBootFields):
+    """Pick a rescue system and how to log in to it (the VM's own disk is attached, not changed)."""
+
+    image = forms.ModelChoiceField(
+        queryset=Image.objects.rescue_systems(), empty_label=None, label="Rescue system"
+    )
+    field_order = ["image", "password", "ssh_keys"]
+
+    def __init__(self, *args, vm: VirtualMachine, **kwargs):
+        super().__init__(*args, owner=vm.owner, **kwargs)
+        del self.fields["user_data"]
+        style_fields(self)
+
+    def clean(self):
+        cleaned = super().clean()
+        self.check_login_possible(cleaned.get("image"))
+        return cleaned

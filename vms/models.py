@@ -107,6 +107,10 @@ class ImageQuerySet(models.QuerySet):
         """The operating systems customers may install: active disk images, placed on the nodes."""
         return self.filter(active=True, status=Image.Status.READY).exclude(format=Image.Format.ISO)
 
+    def rescue_systems(self):
+        """Images the operator offers as rescue systems (booted with the customer's disk as the second)."""
+        return self.usable().filter(rescue=True)
+
     def isos(self):
         """The ISOs customers may put in a VM's CD drive."""
         return self.filter(active=True, status=Image.Status.READY, format=Image.Format.ISO)
@@ -172,6 +176,12 @@ class Image(models.Model):
         "uses cloud-init",
         default=True,
         help_text="VMs from this image get a NoCloud seed: hostname, password, SSH keys, network.",
+    )
+    rescue = models.BooleanField(
+        "rescue system",
+        default=False,
+        help_text="Offer it for rescue mode. Its root file system must not share its UUID with "
+        "customers' images (a separate build does not).",
     )
     active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -255,6 +265,14 @@ class VirtualMachine(models.Model):
         help_text="The ISO in the VM's CD drive.",
     )
     boot_from_iso = models.BooleanField(default=False, help_text="Start from the ISO, before the disk.")
+    rescue_image = models.ForeignKey(
+        Image,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="rescued_vms",
+        help_text="Set while the VM runs a rescue system with its own disk as the second disk.",
+    )
     installs = models.PositiveIntegerField(
         default=1, editable=False, help_text="Counts installs; each gets its own cloud-init instance id."
     )
@@ -303,6 +321,14 @@ class VirtualMachine(models.Model):
         return f"{self.domain_name}-seed.iso"
 
     @property
+    def rescue_volume(self) -> str:
+        return f"{self.domain_name}-rescue.qcow2"
+
+    @property
+    def rescue_seed_volume(self) -> str:
+        return f"{self.domain_name}-rescue-seed.iso"
+
+    @property
     def instance_id(self) -> str:
         return f"{self.uuid}-{self.installs}"
 
@@ -322,12 +348,24 @@ class VirtualMachine(models.Model):
         }
         # A reinstall rebuilds the disk from scratch, so it also mends a VM stuck in a bad state.
         reinstallable = (VMState.RUNNING, VMState.STOPPED, VMState.CRASHED, VMState.PAUSED, VMState.ERROR)
+        if self.rescue_image_id:
+            return self._rescue_actions()
         allowed = set(by_state.get(self.state, set()))
         if self.state in reinstallable:
             allowed.add(OperationKind.REINSTALL)
+            allowed.add(OperationKind.RESCUE)
         if self.state != VMState.DELETED:
             allowed.add(OperationKind.DELETE)
         return allowed
+
+    def _rescue_actions(self) -> set[str]:
+        """In rescue mode: power, leaving it, and deleting; nothing that changes the disks."""
+        power = {
+            VMState.RUNNING: {OperationKind.SHUTDOWN, OperationKind.FORCE_OFF, OperationKind.REBOOT},
+            VMState.STOPPED: {OperationKind.START},
+        }.get(self.state, set())
+        ends = {OperationKind.LEAVE_RESCUE, OperationKind.DELETE} if self.state != VMState.DELETED else set()
+        return power | ends
 
     def set_state(self, state: str) -> None:
         if state != self.state:

@@ -1,5 +1,7 @@
 """Making a VM's disk and its cloud-init seed on the node: what create and reinstall share."""
 
+import secrets
+
 from . import cloudinit, hypervisor
 from .models import VirtualMachine
 
@@ -29,5 +31,28 @@ def make_seed(node: hypervisor.NodeSession, vm: VirtualMachine, params: dict) ->
 
 
 def seed_volumes(vm: VirtualMachine) -> tuple[str, ...]:
-    """The CD-ROM volumes a VM's domain carries: its seed, when its image uses cloud-init."""
+    """The CD-ROM volumes a VM's domain carries: its seed (the rescue system's, in rescue mode)."""
+    if vm.rescue_image_id:
+        return (vm.rescue_seed_volume,) if vm.rescue_image.cloud_init else ()
     return (vm.seed_volume,) if vm.image.cloud_init else ()
+
+
+def make_rescue_system(node: hypervisor.NodeSession, vm: VirtualMachine, image, params: dict) -> None:
+    """A fresh overlay of the rescue image and a seed for it (the customer's password and keys)."""
+    pool = vm.node.pool_name
+    node.delete_volume(pool, vm.rescue_volume)  # a rescue always starts clean
+    node.create_overlay(pool, vm.rescue_volume, pool, image.volume_name, 0)
+    if image.cloud_init:
+        spec = cloudinit.SeedSpec(
+            instance_id=f"{vm.uuid}-rescue-{secrets.token_hex(4)}",  # cloud-init runs at every rescue
+            hostname=f"rescue-{vm.hostname.split('.')[0]}",
+            default_user=image.default_user,
+            password_hash=params.get("password_hash", ""),
+            ssh_keys=tuple(params.get("ssh_keys", ())),
+        )
+        node.upload_bytes(pool, vm.rescue_seed_volume, cloudinit.build_seed_iso(spec))
+
+
+def remove_rescue_system(node: hypervisor.NodeSession, vm: VirtualMachine) -> None:
+    for volume in (vm.rescue_volume, vm.rescue_seed_volume):
+        node.delete_volume(vm.node.pool_name, volume)

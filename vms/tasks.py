@@ -102,6 +102,7 @@ def domain_spec(vm: VirtualMachine) -> hypervisor.DomainSpec:
         cdrom_volumes=provisioning.seed_volumes(vm),
         iso_volume=vm.iso.volume_name if vm.iso else None,
         boot_from_iso=vm.boot_from_iso and vm.iso is not None,
+        rescue_volume=vm.rescue_volume if vm.rescue_image_id else None,
     )
 
 
@@ -159,9 +160,33 @@ def _change_iso(node: hypervisor.NodeSession, vm: VirtualMachine, params: dict) 
     return node.power_state(vm.domain_name)
 
 
+def _rescue(node: hypervisor.NodeSession, vm: VirtualMachine, params: dict) -> str:
+    """Boot the rescue system, with the VM's own disk attached as the second disk (untouched)."""
+    image = Image.objects.rescue_systems().get(pk=params["image_id"])
+    node.destroy(vm.domain_name)
+    provisioning.make_rescue_system(node, vm, image, params)
+    vm.rescue_image = image
+    vm.save(update_fields=["rescue_image", "updated_at"])
+    node.define_domain(domain_spec(vm))
+    node.start(vm.domain_name)
+    return node.power_state(vm.domain_name)
+
+
+def _leave_rescue(node: hypervisor.NodeSession, vm: VirtualMachine, _params: dict) -> str:
+    """Back to the VM's own disk; the rescue system's disk and seed are thrown away."""
+    node.destroy(vm.domain_name)
+    vm.rescue_image = None
+    vm.save(update_fields=["rescue_image", "updated_at"])
+    node.define_domain(domain_spec(vm))
+    provisioning.remove_rescue_system(node, vm)
+    node.start(vm.domain_name)
+    return node.power_state(vm.domain_name)
+
+
 def _remove_domain_and_disks(node: hypervisor.NodeSession, vm: VirtualMachine) -> None:
     pool = vm.node.pool_name
-    volumes = {(pool, vm.disk_volume), (pool, vm.seed_volume)}
+    own = (vm.disk_volume, vm.seed_volume, vm.rescue_volume, vm.rescue_seed_volume)
+    volumes = {(pool, volume) for volume in own}
     if node.domain_exists(vm.domain_name):
         volumes.update(node.undefine(vm.domain_name))
     for volume_pool, volume in volumes:
@@ -216,6 +241,8 @@ WORK: dict[str, Work] = {
     OperationKind.REINSTALL: _reinstall,
     OperationKind.RESET_PASSWORD: _reset_password,
     OperationKind.CHANGE_ISO: _change_iso,
+    OperationKind.RESCUE: _rescue,
+    OperationKind.LEAVE_RESCUE: _leave_rescue,
     OperationKind.DELETE: _delete,
 }
 TASKS = {kind: _operation_task(kind, work) for kind, work in WORK.items()}

@@ -18,7 +18,7 @@ from django.views.decorators.http import require_POST
 from . import actions, quotas, usage
 from .choices import OperationKind, VMState
 from .consoles import tokens
-from .forms import CreateVMForm, ReinstallForm, ResetPasswordForm
+from .forms import CreateVMForm, ReinstallForm, RescueForm, ResetPasswordForm
 from .models import Image, Node, NodeUsage, Operation, VirtualMachine, VMUsage
 
 PAGE_SIZE = 25
@@ -101,6 +101,7 @@ def _detail_context(vm: VirtualMachine) -> dict:
         "active_operation": next((op for op in operations if op.is_active), None),
         "allowed": vm.allowed_actions(),
         "isos": Image.objects.isos() if not vm.iso_id else (),
+        "has_rescue_systems": Image.objects.rescue_systems().exists(),
     }
 
 
@@ -188,6 +189,39 @@ def vm_reinstall(request, vm_uuid):
             messages.info(request, f"Reinstalling {vm.name} with {data['image']}.")
             return redirect(vm)
     return render(request, "vms/reinstall.html", {"vm": vm, "form": form})
+
+
+@login_required
+def vm_rescue(request, vm_uuid):
+    vm = _get_vm_for_user(request.user, vm_uuid)
+    form = RescueForm(request.POST or None, vm=vm)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            actions.rescue(
+                vm, request.user, image=data["image"], password=data["password"], ssh_keys=data["ssh_keys"]
+            )
+        except actions.ActionRefused as refusal:
+            form.add_error(None, str(refusal))
+        else:
+            messages.info(
+                request, f"Starting {data['image']} on {vm.name}; its disk will be the second disk."
+            )
+            return redirect(vm)
+    return render(request, "vms/rescue.html", {"vm": vm, "form": form})
+
+
+@require_POST
+@login_required
+def vm_leave_rescue(request, vm_uuid):
+    vm = _get_vm_for_user(request.user, vm_uuid)
+    try:
+        actions.request(vm, request.user, OperationKind.LEAVE_RESCUE)
+    except actions.ActionRefused as refusal:
+        messages.error(request, str(refusal))
+    else:
+        messages.info(request, f"{vm.name} goes back to booting from its own disk.")
+    return redirect(vm)
 
 
 @require_POST

@@ -40,6 +40,7 @@ class DomainSpec:
     cdrom_volumes: tuple[str, ...] = field(default_factory=tuple)
     iso_volume: str | None = None  # the customer's ISO in the VM's ISO drive; None: the drive is empty
     boot_from_iso: bool = False
+    rescue_volume: str | None = None  # rescue mode: boot this disk; the VM's own disk becomes the second
 
 
 @dataclass(frozen=True)

@@ -33,15 +33,25 @@ def _panel_metadata(spec: DomainSpec) -> etree._Element:
     return E.metadata(marker)
 
 
-def _disk(spec: DomainSpec) -> etree._Element:
-    return E.disk(
+def _disks(spec: DomainSpec) -> list[etree._Element]:
+    """The VM's disk first; in rescue mode the rescue system first and the VM's disk second."""
+    first_boot = "2" if spec.boot_from_iso else "1"
+    if spec.rescue_volume:
+        return [_disk(spec, spec.rescue_volume, "vda", first_boot), _disk(spec, spec.disk_volume, "vdb")]
+    return [_disk(spec, spec.disk_volume, "vda", first_boot)]
+
+
+def _disk(spec: DomainSpec, volume: str, target: str, boot_order: str | None = None) -> etree._Element:
+    disk = E.disk(
         E.driver(name="qemu", type=spec.disk_format, discard="unmap"),
-        E.source(pool=spec.pool, volume=spec.disk_volume),
-        E.target(dev="vda", bus="virtio"),
-        E.boot(order="2" if spec.boot_from_iso else "1"),
+        E.source(pool=spec.pool, volume=volume),
+        E.target(dev=target, bus="virtio"),
         type="volume",
         device="disk",
     )
+    if boot_order:
+        disk.append(E.boot(order=boot_order))
+    return disk
 
 
 def iso_drive(pool: str, volume: str | None, boot_first: bool = False) -> etree._Element:
@@ -85,7 +95,7 @@ def _graphics(spec: DomainSpec) -> etree._Element:
 
 
 def _devices(spec: DomainSpec) -> etree._Element:
-    devices = E.devices(_disk(spec))
+    devices = E.devices(*_disks(spec))
     for index, volume in enumerate(spec.cdrom_volumes):
         devices.append(_cdrom(spec.pool, volume, index))
     devices.append(iso_drive(spec.pool, spec.iso_volume, boot_first=spec.boot_from_iso))

@@ -40,6 +40,8 @@ _PROGRESS = {
     "reinstall": "Reinstalling…",
     "reset_password": "Setting password…",
     "change_iso": "Changing the ISO…",
+    "rescue": "Starting rescue…",
+    "leave_rescue": "Leaving rescue…",
     "delete": "Deleting…",
 }
 

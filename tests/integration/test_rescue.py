@@ -1,0 +1,138 @@
+"""Rescue mode on the real libvirtd: a rescue system boots with the VM's own disk as its second disk."""
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from vms import actions, hypervisor, provisioning
+from vms.choices import OperationKind
+from vms.models import Image
+from vms.tasks import domain_spec
+
+from ..factories import make_vm
+from .conftest import serial_text, virsh
+
+pytestmark = pytest.mark.integration
+
+RESCUE_IMAGE = Path(
+    os.environ.get("KVMPANEL_RESCUE_IMAGE", "/var/cache/kvmpanel/images/debian-12-rescue.qcow2")
+)
+PASSWORD = "rescue-Me-pw-31"
+BOOT_TIMEOUT = 300
+
+
+class SerialSession:
+    """The guest's serial console through the hypervisor door, read by a thread into one text."""
+
+    def __init__(self, uri: str, domain: str):
+        self.console = hypervisor.SerialConsole(uri, domain)
+        self.text = ""
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        while data := self.console.recv():
+            self.text += data.decode(errors="replace")
+
+    def type(self, line: str):
+        self.console.send(line.encode() + b"\r")
+
+    def expect(self, *markers: str, timeout: float = 60) -> str:
+        """Wait until one of `markers` shows after what was seen so far; returns the text since then."""
+        start = len(self.text)
+        deadline = time.monotonic() + timeout
+        while not any(marker in self.text[start:] for marker in markers):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{markers} did not show; the console said: {self.text[-800:]!r}")
+            time.sleep(0.2)
+        return self.text[start:]
+
+    def log_in(self, user: str, password: str, attempts: int = 6) -> None:
+        """cloud-init may set the password a moment after the first prompt: early tries can fail."""
+        for _ in range(attempts):
+            self.type(user)
+            self.expect("Password:", timeout=30)
+            self.type(password)
+            if ":~$" in self.expect(":~$", "Login incorrect", timeout=60):  # the shell's prompt
+                return
+            time.sleep(5)
+        raise AssertionError(f"could not log in as {user}")
+
+    def close(self):
+        self.console.close()
+
+
+@pytest.fixture
+def rescue_system(node):
+    if not RESCUE_IMAGE.exists():
+        pytest.fail(f"{RESCUE_IMAGE} is missing: scripts/test.sh builds it (ensure_rescue_image)")
+    volume = f"test-rescue-{os.getpid()}.qcow2"
+    with hypervisor.connect(node.uri) as session:
+        session.upload_volume(node.pool_name, volume, str(RESCUE_IMAGE))
+    return Image.objects.create(name="Rescue (Debian 12)", volume_name=volume, rescue=True)
+
+
+@pytest.fixture
+def stopped_vm(node, customer, demo_image, nano_plan):
+    vm = make_vm(customer, node=node, image=demo_image, plan=nano_plan, hostname="broken-1", state="stopped")
+    with hypervisor.connect(node.uri) as session:
+        provisioning.make_disk(session, vm)
+        provisioning.make_seed(session, vm, {})
+        session.define_domain(domain_spec(vm))
+    yield vm
+    with hypervisor.connect(node.uri) as session:
+        if session.domain_exists(vm.domain_name):
+            session.undefine(vm.domain_name)
+        for volume in (vm.disk_volume, vm.seed_volume, vm.rescue_volume, vm.rescue_seed_volume):
+            session.delete_volume(node.pool_name, volume)
+
+
+def finished(operation, wait_until, timeout=120):
+    wait_until(lambda: not type(operation).objects.get(pk=operation.pk).is_active, timeout, operation.kind)
+    operation.refresh_from_db()
+    assert operation.status == "succeeded", operation.error
+    return operation
+
+
+def test_a_rescue_system_boots_with_the_vms_disk_second_and_leaves_it_alone(
+    node, customer, stopped_vm, rescue_system, celery_worker, wait_until
+):
+    vm = stopped_vm
+    finished(actions.rescue(vm, customer, image=rescue_system, password=PASSWORD), wait_until)
+    vm.refresh_from_db()
+    assert vm.rescue_image == rescue_system and vm.allowed_actions() >= {OperationKind.LEAVE_RESCUE}
+    assert OperationKind.REINSTALL not in vm.allowed_actions()  # nothing that changes the disks
+    disks = virsh("domblklist", vm.domain_name).stdout
+    assert vm.rescue_volume in disks and vm.disk_volume in disks
+
+    # Once cloud-init has finished, the console is quiet and the password set.
+    first_boot_done = "Cloud-init v. 22.4.2 finished at"
+    wait_until(
+        lambda: first_boot_done in serial_text(vm.domain_name), BOOT_TIMEOUT, "the rescue system's boot"
+    )
+    console = SerialSession(node.uri, vm.domain_name)
+    try:
+        console.type("")
+        console.expect("login:", timeout=30)
+        console.log_in(rescue_system.default_user, PASSWORD)
+        # The rescue system runs from its own disk; the VM's disk is the second one, readable.
+        # One line: sudo swallows whatever is typed while it runs.
+        console.type(
+            "findmnt -no SOURCE /; hostname; "
+            "sudo mount -o ro /dev/vdb1 /mnt && ls /mnt/etc/cloud && echo ok-$((6*7))"
+        )
+        output = console.expect("ok-42", timeout=60)
+        assert "/dev/vda1" in output and f"rescue-{vm.hostname}" in output and "cloud.cfg" in output
+    finally:
+        console.close()
+
+    finished(actions.request(vm, customer, OperationKind.LEAVE_RESCUE), wait_until)
+    vm.refresh_from_db()
+    assert vm.rescue_image is None
+    disks = virsh("domblklist", vm.domain_name).stdout
+    assert vm.disk_volume in disks and vm.rescue_volume not in disks
+    volumes = virsh("vol-list", node.pool_name).stdout
+    assert vm.rescue_volume not in volumes and vm.rescue_seed_volume not in volumes
+    assert rescue_system.volume_name in volumes  # the rescue image itself stays
