@@ -4,6 +4,19 @@ from django.contrib.auth.admin import UserAdmin
 from .models import AuditEntry, SSHKey, User
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Records staff may read and search, but nobody adds, changes or deletes from any page."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(User)
 class PanelUserAdmin(UserAdmin):
     list_display = ("username", "email", "is_staff", "is_active", "vm_count", "last_login", "date_joined")
@@ -46,7 +59,7 @@ class SSHKeyAdmin(admin.ModelAdmin):
 
 
 @admin.register(AuditEntry)
-class AuditEntryAdmin(admin.ModelAdmin):
+class AuditEntryAdmin(ReadOnlyAdmin):
     """Searchable by staff; never added, changed or deleted from any page."""
 
     list_display = ("at", "actor_name", "action", "target_label", "outcome", "address", "owner")
@@ -62,12 +75,3 @@ class AuditEntryAdmin(admin.ModelAdmin):
     )
     date_hierarchy = "at"
     list_select_related = ("owner",)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

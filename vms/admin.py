@@ -9,6 +9,7 @@ from django.db import transaction
 from django.db.models import Count, Q
 
 from accounts import audit
+from accounts.admin import ReadOnlyAdmin
 
 from . import actions, imagefetch
 from .choices import OperationKind, VMState
@@ -232,7 +233,7 @@ class VirtualMachineAdmin(admin.ModelAdmin):
 
 
 @admin.register(Operation)
-class OperationAdmin(admin.ModelAdmin):
+class OperationAdmin(ReadOnlyAdmin):
     list_display = ("kind", "vm", "user", "status", "attempt", "created_at", "took")
     list_filter = ("status", "kind")
     search_fields = ("vm__hostname", "vm__uuid", "user__username", "error")
@@ -242,12 +243,3 @@ class OperationAdmin(admin.ModelAdmin):
     @admin.display(description="took")
     def took(self, operation):
         return f"{operation.duration.total_seconds():.1f} s" if operation.duration else "—"
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

@@ -132,13 +132,22 @@ def vm_action(request, vm_uuid, kind):
     if kind not in POWER_ACTIONS:
         raise Http404("no such action")
     vm = _get_vm_for_user(request.user, vm_uuid)
+    _ask(
+        request,
+        lambda: actions.request(vm, request.user, kind),
+        f"{OperationKind(kind).label} requested for {vm.name}.",
+    )
+    return redirect(_safe_next(request) or vm.get_absolute_url())
+
+
+def _ask(request, act, done: str) -> None:
+    """Request a change; tell the user it is on its way, or why it was refused."""
     try:
-        actions.request(vm, request.user, kind)
+        act()
     except actions.ActionRefused as refusal:
         messages.error(request, str(refusal))
     else:
-        messages.info(request, f"{OperationKind(kind).label} requested for {vm.name}.")
-    return redirect(_safe_next(request) or vm.get_absolute_url())
+        messages.info(request, done)
 
 
 def _safe_next(request) -> str | None:
@@ -168,59 +177,70 @@ def vm_delete(request, vm_uuid):
     return render(request, "vms/delete.html", {"vm": vm, "error": error, "typed": typed})
 
 
-@login_required
-def vm_reinstall(request, vm_uuid):
+def _vm_form_page(request, vm_uuid, form_class, template: str, act):
+    """A page whose form asks for one change to a VM.
+
+    On a valid POST, `act(vm, cleaned_data)` requests the change and returns what to tell the
+    user; a refusal goes back into the form.
+    """
     vm = _get_vm_for_user(request.user, vm_uuid)
-    form = ReinstallForm(request.POST or None, vm=vm)
+    form = form_class(request.POST or None, vm=vm)
     if request.method == "POST" and form.is_valid():
-        data = form.cleaned_data
         try:
-            actions.reinstall(
-                vm,
-                request.user,
-                image=data["image"],
-                password=data["password"],
-                ssh_keys=data["ssh_keys"],
-                user_data=data["user_data"],
-            )
+            done = act(vm, form.cleaned_data)
         except actions.ActionRefused as refusal:
             form.add_error(None, str(refusal))
         else:
-            messages.info(request, f"Reinstalling {vm.name} with {data['image']}.")
+            messages.info(request, done)
             return redirect(vm)
-    return render(request, "vms/reinstall.html", {"vm": vm, "form": form})
+    return render(request, template, {"vm": vm, "form": form})
+
+
+@login_required
+def vm_reinstall(request, vm_uuid):
+    def act(vm, data):
+        actions.reinstall(
+            vm,
+            request.user,
+            image=data["image"],
+            password=data["password"],
+            ssh_keys=data["ssh_keys"],
+            user_data=data["user_data"],
+        )
+        return f"Reinstalling {vm.name} with {data['image']}."
+
+    return _vm_form_page(request, vm_uuid, ReinstallForm, "vms/reinstall.html", act)
 
 
 @login_required
 def vm_rescue(request, vm_uuid):
-    vm = _get_vm_for_user(request.user, vm_uuid)
-    form = RescueForm(request.POST or None, vm=vm)
-    if request.method == "POST" and form.is_valid():
-        data = form.cleaned_data
-        try:
-            actions.rescue(
-                vm, request.user, image=data["image"], password=data["password"], ssh_keys=data["ssh_keys"]
-            )
-        except actions.ActionRefused as refusal:
-            form.add_error(None, str(refusal))
-        else:
-            messages.info(
-                request, f"Starting {data['image']} on {vm.name}; its disk will be the second disk."
-            )
-            return redirect(vm)
-    return render(request, "vms/rescue.html", {"vm": vm, "form": form})
+    def act(vm, data):
+        actions.rescue(
+            vm, request.user, image=data["image"], password=data["password"], ssh_keys=data["ssh_keys"]
+        )
+        return f"Starting {data['image']} on {vm.name}; its disk will be the second disk."
+
+    return _vm_form_page(request, vm_uuid, RescueForm, "vms/rescue.html", act)
+
+
+@login_required
+def vm_reset_password(request, vm_uuid):
+    def act(vm, data):
+        actions.reset_password(vm, request.user, data["password"])
+        return f"Setting the password of {vm.image.default_user} on {vm.name}."
+
+    return _vm_form_page(request, vm_uuid, ResetPasswordForm, "vms/reset_password.html", act)
 
 
 @require_POST
 @login_required
 def vm_leave_rescue(request, vm_uuid):
     vm = _get_vm_for_user(request.user, vm_uuid)
-    try:
-        actions.request(vm, request.user, OperationKind.LEAVE_RESCUE)
-    except actions.ActionRefused as refusal:
-        messages.error(request, str(refusal))
-    else:
-        messages.info(request, f"{vm.name} goes back to booting from its own disk.")
+    _ask(
+        request,
+        lambda: actions.request(vm, request.user, OperationKind.LEAVE_RESCUE),
+        f"{vm.name} goes back to booting from its own disk.",
+    )
     return redirect(vm)
 
 
@@ -232,30 +252,9 @@ def vm_iso(request, vm_uuid):
     iso_id = request.POST.get("iso", "")
     iso = get_object_or_404(Image.objects.isos(), pk=iso_id) if iso_id else None
     boot = bool(iso) and request.POST.get("boot") == "on"
-    try:
-        actions.change_iso(vm, request.user, iso, boot=boot)
-    except actions.ActionRefused as refusal:
-        messages.error(request, str(refusal))
-    else:
-        messages.info(
-            request, f"Inserting {iso} into {vm.name}." if iso else f"Ejecting the ISO of {vm.name}."
-        )
+    done = f"Inserting {iso} into {vm.name}." if iso else f"Ejecting the ISO of {vm.name}."
+    _ask(request, lambda: actions.change_iso(vm, request.user, iso, boot=boot), done)
     return redirect(vm)
-
-
-@login_required
-def vm_reset_password(request, vm_uuid):
-    vm = _get_vm_for_user(request.user, vm_uuid)
-    form = ResetPasswordForm(request.POST or None, vm=vm)
-    if request.method == "POST" and form.is_valid():
-        try:
-            actions.reset_password(vm, request.user, form.cleaned_data["password"])
-        except actions.ActionRefused as refusal:
-            form.add_error(None, str(refusal))
-        else:
-            messages.info(request, f"Setting the password of {vm.image.default_user} on {vm.name}.")
-            return redirect(vm)
-    return render(request, "vms/reset_password.html", {"vm": vm, "form": form})
 
 
 @login_required
