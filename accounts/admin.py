@@ -1,6 +1,9 @@
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.helpers import ActionForm
 from django.contrib.auth.admin import UserAdmin
 
+from . import suspension
 from .models import AuditEntry, SSHKey, User
 
 
@@ -17,17 +20,59 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+class SuspendActionForm(ActionForm):
+    reason = forms.CharField(required=False, max_length=200, label="Reason (for suspending)")
+
+
+class SuspendedFilter(admin.SimpleListFilter):
+    title = "suspended"
+    parameter_name = "suspended"
+
+    def lookups(self, request, model_admin):
+        return (("yes", "Yes"), ("no", "No"))
+
+    def queryset(self, request, queryset):
+        if self.value() in ("yes", "no"):
+            return queryset.filter(suspended_at__isnull=self.value() == "no")
+        return queryset
+
+
 @admin.register(User)
 class PanelUserAdmin(UserAdmin):
-    list_display = ("username", "email", "is_staff", "is_active", "vm_count", "last_login", "date_joined")
-    list_filter = ("is_staff", "is_superuser", "is_active")
+    list_display = ("username", "email", "is_staff", "suspended", "vm_count", "last_login", "date_joined")
+    list_filter = ("is_staff", "is_superuser", SuspendedFilter, "is_active")
     fieldsets = (
         *UserAdmin.fieldsets,
         (
             "Quota (empty: the panel's defaults)",
             {"fields": ("max_vms", "max_vcpus", "max_memory_mib", "max_disk_gb")},
         ),
+        ("Suspension (the Suspend action on the list)", {"fields": ("suspended_at", "suspension_reason")}),
     )
+    readonly_fields = ("suspended_at", "suspension_reason")
+    action_form = SuspendActionForm
+    actions = ["suspend", "unsuspend"]
+
+    @admin.display(description="suspended", boolean=True, ordering="suspended_at")
+    def suspended(self, user):
+        return user.is_suspended
+
+    @admin.action(description="Suspend selected accounts (sign-in refused, VMs stopped)")
+    def suspend(self, request, queryset):
+        reason = request.POST.get("reason", "")
+        for user in queryset.filter(suspended_at__isnull=True):
+            try:
+                stopping = suspension.suspend(user, by=request.user, reason=reason)
+            except suspension.SuspensionRefused as refusal:
+                messages.error(request, f"{user}: {refusal}")
+            else:
+                messages.success(request, f"Suspended {user}; stopping {stopping} VM(s).")
+
+    @admin.action(description="Lift the suspension of selected accounts")
+    def unsuspend(self, request, queryset):
+        for user in queryset.filter(suspended_at__isnull=False):
+            suspension.unsuspend(user, by=request.user)
+            messages.success(request, f"{user} can sign in again; their VMs stay stopped until started.")
 
     def get_queryset(self, request):
         from django.db.models import Count, Q

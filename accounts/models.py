@@ -21,6 +21,15 @@ class User(AbstractUser):
     max_memory_mib = _quota_field("memory limit (MiB)")
     max_disk_gb = _quota_field("disk limit (GiB)")
 
+    # Suspension (accounts.suspension): the account cannot sign in or use the API
+    # (is_active is off too) and its VMs are stopped; they stay, as they are.
+    suspended_at = models.DateTimeField(null=True, blank=True)
+    suspension_reason = models.CharField(max_length=200, blank=True)
+
+    @property
+    def is_suspended(self) -> bool:
+        return self.suspended_at is not None
+
 
 # The key types the panel accepts, with the names people know them by.
 SSH_KEY_TYPE_LABELS = {

@@ -159,6 +159,15 @@ def channel_layers(redis_url: str) -> dict:
 
 CHANNEL_LAYERS = channel_layers(REDIS_URL)
 
+
+def caches(redis_url: str) -> dict:
+    # Shared by every process (web, worker): login throttling and API rate limits count across all.
+    backend = {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": redis_url}
+    return {"default": {**backend, "KEY_PREFIX": "kvmpanel"}}
+
+
+CACHES = caches(REDIS_URL)
+
 CELERY_BROKER_URL = REDIS_URL
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"

@@ -2,12 +2,13 @@
 
 from .env import env
 from .settings import *  # noqa: F403
-from .settings import STORAGES, channel_layers
+from .settings import STORAGES, caches, channel_layers
 
 # A Redis database of its own, so tests never share queues with a running panel.
 REDIS_URL = env("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 CELERY_BROKER_URL = REDIS_URL
 CHANNEL_LAYERS = channel_layers(REDIS_URL)
+CACHES = caches(REDIS_URL)
 
 # Tests do not run collectstatic: serve files from their sources.
 STORAGES["staticfiles"]["BACKEND"] = "django.contrib.staticfiles.storage.StaticFilesStorage"

@@ -29,8 +29,8 @@ ensure_packages() {
   [ ${#missing[@]} -eq 0 ] && return 0
   say "Installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -q
-  apt-get install -y -q --no-install-recommends "${missing[@]}"
+  apt-get -o DPkg::Lock::Timeout=600 update -q
+  apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}"
 }
 
 # Run "$@" until it succeeds, for at most $1 seconds.

@@ -2,17 +2,21 @@
 
 It fixes each VM's state, flags VMs whose domain has gone (state "missing"),
 and reports domains no VM owns ("strays") on the node's row. It never creates,
-changes or deletes a domain: it only writes the panel's own rows.
+changes or deletes a domain itself: it writes the panel's own rows, and asks
+(as an operation) for a suspended customer's VMs that still run to be forced off.
 """
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.utils import timezone
 
+from accounts.suspension import STOP_BY_STATE
+
 from . import hypervisor
-from .choices import ACTIVE_OPERATION_STATUSES, PANEL_OWNED_STATES, NodeStatus, VMState
+from .choices import ACTIVE_OPERATION_STATUSES, PANEL_OWNED_STATES, NodeStatus, OperationKind, VMState
 from .live import publish_vm_changed
 from .models import Node
 
@@ -46,8 +50,20 @@ def reconcile_node(node: Node) -> Report | None:
         )
         vm.set_state(actual)
         publish_vm_changed(vm)
+    _stop_suspended(vms)
     _record(node, report)
     return report
+
+
+def _stop_suspended(vms) -> None:
+    """Force off what a suspended customer still runs: the guest ignored the shutdown, or an
+    operation in flight at suspension (a create, a start) brought it up afterwards."""
+    from . import actions
+
+    for vm in vms:
+        if vm.owner.is_suspended and vm.state in STOP_BY_STATE:
+            with contextlib.suppress(actions.ActionRefused):
+                actions.request(vm, None, OperationKind.FORCE_OFF)
 
 
 def _vms_to_check(node: Node) -> list:
