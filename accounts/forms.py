@@ -1,5 +1,11 @@
+import copy
+
 from django import forms
+from django.contrib.auth import authenticate, get_user_model
+from django.contrib.auth.forms import AuthenticationForm, UserCreationForm
 from django.db import IntegrityError, transaction
+
+from kvmpanel.forms import StyledForm
 
 from .models import SSHKey
 from .sshkeys import ParsedKey, keys_of, parse_public_key
@@ -89,3 +95,104 @@ class AddSSHKeyForm(forms.Form):
             self.add_error("public_key", "You have already added this key.")
             self._mark_invalid("public_key")
             return None
+
+
+class LoginForm(StyledForm, AuthenticationForm):
+    """Django's sign-in form, saying why a right password is still refused (suspended, unconfirmed)."""
+
+    def clean(self):
+        try:
+            return super().clean()
+        except forms.ValidationError:
+            self._explain_suspension()
+            raise
+
+    def _explain_suspension(self) -> None:
+        # Only with the right password: otherwise a stranger could learn who is suspended.
+        user = get_user_model().objects.filter(username=self.cleaned_data.get("username")).first()
+        if user is not None and user.is_suspended and user.check_password(self.cleaned_data.get("password")):
+            reason = f" ({user.suspension_reason})" if user.suspension_reason else ""
+            raise forms.ValidationError(
+                f"This account is suspended{reason}. Please contact support.", code="suspended"
+            )
+
+    def confirm_login_allowed(self, user):
+        super().confirm_login_allowed(user)
+        if not user.email_confirmed:
+            raise forms.ValidationError(
+                f"Please confirm your email address first: open the link we sent to {user.email}.",
+                code="email_unconfirmed",
+            )
+
+
+class SignUpForm(StyledForm, UserCreationForm):
+    email = forms.EmailField(help_text="We send a link here to confirm it; you sign in after opening it.")
+
+    class Meta(UserCreationForm.Meta):
+        model = get_user_model()
+        fields = ("username", "email")
+
+    def clean_email(self) -> str:
+        email = self.cleaned_data["email"]
+        if get_user_model().objects.filter(email__iexact=email).exists():
+            raise forms.ValidationError(
+                "An account with this address exists already. Sign in, or reset its password."
+            )
+        return email
+
+    def save(self, commit=True):
+        user = super().save(commit=False)
+        user.email_confirmed = False
+        if commit:
+            user.save()
+        return user
+
+
+class ProfileForm(StyledForm, forms.ModelForm):
+    class Meta:
+        model = get_user_model()
+        fields = ("first_name", "last_name", "email")
+        help_texts = {"email": "A new address takes effect once you open the link we send to it."}
+
+    def clean_email(self) -> str:
+        email = self.cleaned_data["email"]
+        taken = get_user_model().objects.filter(email__iexact=email).exclude(pk=self.instance.pk)
+        if email and taken.exists():
+            raise forms.ValidationError("Another account uses this address.")
+        return email
+
+
+class CodeForm(StyledForm, forms.Form):
+    code = forms.CharField(
+        label="Code",
+        max_length=32,
+        widget=forms.TextInput(
+            attrs={"autocomplete": "one-time-code", "inputmode": "numeric", "autofocus": True}
+        ),
+        help_text="The 6 digits your authenticator app shows now, or one of your recovery codes.",
+    )
+
+
+class ConfirmPasswordForm(StyledForm, forms.Form):
+    """The password again (and the second factor, when the user has one) before a sensitive action."""
+
+    password = forms.CharField(
+        strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "current-password", "autofocus": True})
+    )
+
+    def __init__(self, *args, request, needs_code: bool, **kwargs):
+        self.request = request
+        super().__init__(*args, **kwargs)
+        if needs_code:
+            self.fields["code"] = copy.deepcopy(CodeForm.base_fields["code"])
+
+    def clean(self):
+        cleaned = super().clean()
+        user = self.request.user
+        # Through authenticate(), so failures count towards the lockout like sign-in failures.
+        if (
+            "password" in cleaned
+            and authenticate(self.request, username=user.get_username(), password=cleaned["password"]) is None
+        ):
+            self.add_error("password", "That is not your password.")
+        return cleaned

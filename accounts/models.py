@@ -21,6 +21,10 @@ class User(AbstractUser):
     max_memory_mib = _quota_field("memory limit (MiB)")
     max_disk_gb = _quota_field("disk limit (GiB)")
 
+    email_confirmed = models.BooleanField(
+        default=True, help_text="Off for a self-service sign-up until the link sent to its address is opened."
+    )
+
     # Suspension (accounts.suspension): the account cannot sign in or use the API
     # (is_active is off too) and its VMs are stopped; they stay, as they are.
     suspended_at = models.DateTimeField(null=True, blank=True)

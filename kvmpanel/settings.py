@@ -46,6 +46,10 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.humanize",
     "channels",
+    "axes",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
     "accounts",
     "vms",
 ]
@@ -57,9 +61,14 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
     "accounts.audit.AuditMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "accounts.middleware.IdleTimeoutMiddleware",
+    "accounts.middleware.TwoFactorMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a lockout raised by authentication into its response.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "kvmpanel.urls"
@@ -104,6 +113,43 @@ AUTH_USER_MODEL = "accounts.User"
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "vms:list"
 LOGOUT_REDIRECT_URL = "login"
+# django-axes first: it refuses a locked-out account or address before any password is checked.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+
+# Accounts. Sign-up can be turned off (operators then add customers in the backoffice).
+KVMPANEL_SIGNUP_OPEN = envbool("KVMPANEL_SIGNUP_OPEN", True)
+# Links in emails (verification, password reset) live this long.
+KVMPANEL_EMAIL_LINK_HOURS = envint("KVMPANEL_EMAIL_LINK_HOURS", 72)
+PASSWORD_RESET_TIMEOUT = envint("PASSWORD_RESET_TIMEOUT", 60 * 60 * 2)
+# Signed-in browsers are signed out after this long without a request of their own
+# (background refreshes of an open page do not count).
+KVMPANEL_IDLE_MINUTES = envint("KVMPANEL_IDLE_MINUTES", 30)
+# Deleting a VM, turning off two-factor or making an API token ask for the password
+# again when the last sign-in or confirmation is older than this.
+KVMPANEL_REAUTH_MINUTES = envint("KVMPANEL_REAUTH_MINUTES", 10)
+# Email: Django's backends; the console backend (mail printed to the log) until SMTP is set.
+EMAIL_BACKEND = env("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = env("EMAIL_HOST", "localhost")
+EMAIL_PORT = envint("EMAIL_PORT", 25)
+EMAIL_HOST_USER = env("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = envbool("EMAIL_USE_TLS", False)
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "kvmpanel <noreply@localhost>")
+
+# Login throttling (django-axes): after this many failures in a row an account, and
+# separately an address, is locked out for the cool-off time; a success resets the count.
+AXES_FAILURE_LIMIT = envint("KVMPANEL_LOGIN_FAILURES", 5)
+AXES_COOLOFF_TIME = envint("KVMPANEL_LOGIN_COOLOFF_MINUTES", 15) / 60  # hours
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False  # lockouts are still logged; no banner and no line per sign-in
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_USERNAME_FORM_FIELD = "username"
+# The client's address as the audit log takes it (REMOTE_ADDR: daphne gets it from the proxy).
+AXES_CLIENT_IP_CALLABLE = "accounts.audit.client_address"
+# Two-factor: the issuer shown in authenticator apps; staff cannot use the panel without it.
+OTP_TOTP_ISSUER = env("KVMPANEL_OTP_ISSUER", "kvmpanel")
+KVMPANEL_STAFF_2FA_REQUIRED = True
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -144,6 +190,14 @@ SESSION_COOKIE_SECURE = SECURE_COOKIES
 CSRF_COOKIE_SECURE = SECURE_COOKIES
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
+if envbool("HTTPS", False):
+    # Served over HTTPS (behind the README's nginx, which sets X-Forwarded-Proto):
+    # redirect plain HTTP and tell browsers to use HTTPS only from now on.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = True
+    SECURE_HSTS_SECONDS = envint("HSTS_SECONDS", 60 * 60 * 24 * 365)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = envbool("HSTS_PRELOAD", True)
 
 # Redis carries Celery tasks and the Channels layer.
 REDIS_URL = env("REDIS_URL", "redis://127.0.0.1:6379/0")

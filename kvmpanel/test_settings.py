@@ -21,3 +21,5 @@ MIDDLEWARE = [m for m in MIDDLEWARE if "whitenoise" not in m]  # noqa: F405
 KVMPANEL_SERVE_STATIC = True
 KVMPANEL_MONITOR_RESCAN_SECONDS = 1  # tests create nodes and expect them watched at once
 KVMPANEL_STATS_INTERVAL = 2  # usage readings arrive within seconds in tests
+# Staff fixtures sign in with force_login (no second factor); the 2FA tests turn this back on.
+KVMPANEL_STAFF_2FA_REQUIRED = False

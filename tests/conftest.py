@@ -4,6 +4,7 @@ alice owns VMs, bob is another customer (the outsider), staff runs the platform.
 """
 
 import contextlib
+import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,23 @@ TEST_NODE_XML = """<node>
 """
 
 
+@pytest.fixture(autouse=True)
+def _forget_cached_counters():
+    """The cache is Redis, shared with later tests: drop the panel's keys (rate limits, mail throttles).
+
+    Only keys under the panel's prefix: Celery and Channels use the same Redis database.
+    """
+    yield
+    from django.conf import settings
+    from django.core.cache import cache
+
+    redis = cache._cache.get_client(write=True)
+    prefix = settings.CACHES["default"]["KEY_PREFIX"]
+    keys = list(redis.scan_iter(f"{prefix}:*"))
+    if keys:
+        redis.delete(*keys)
+
+
 @pytest.fixture
 def alice(db):
     return make_user("alice")
@@ -33,6 +51,20 @@ def bob(db):
 @pytest.fixture
 def staff(db):
     return make_user("staff", is_staff=True)
+
+
+@pytest.fixture
+def sign_in_confirmed(client):
+    """Sign `user` in as if they had just typed their password (sensitive pages ask for it again)."""
+    from accounts import reauth
+
+    def sign_in(user):
+        client.force_login(user)
+        session = client.session
+        session[reauth.CONFIRMED_AT] = time.time()
+        session.save()
+
+    return sign_in
 
 
 @pytest.fixture

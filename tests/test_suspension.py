@@ -49,7 +49,10 @@ def test_a_suspended_user_cannot_sign_in_and_their_open_session_ends(client, ali
     suspension.suspend(alice, by=operator)
     response = client.get(reverse("vms:list"))
     assert response.status_code == 302 and response.url.startswith(reverse("login"))
-    assert not client.login(username="alice", password="alice-pass-123")
+    response = client.post(reverse("login"), {"username": "alice", "password": "alice-pass-123"})
+    assert "This account is suspended. Please contact support." in response.content.decode()
+    response = client.post(reverse("login"), {"username": "alice", "password": "wrong"})
+    assert "suspended" not in response.content.decode()  # only the right password learns it
 
 
 def test_lifting_the_suspension_restores_sign_in_but_starts_nothing(alice, operator, enqueued, client):
@@ -58,7 +61,8 @@ def test_lifting_the_suspension_restores_sign_in_but_starts_nothing(alice, opera
     suspension.unsuspend(alice, by=operator)
     alice.refresh_from_db()
     assert alice.is_active and not alice.is_suspended
-    assert client.login(username="alice", password="alice-pass-123")
+    response = client.post(reverse("login"), {"username": "alice", "password": "alice-pass-123"})
+    assert response.status_code == 302 and response.url == reverse("vms:list")
     assert not Operation.objects.exists()
 
 

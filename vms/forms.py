@@ -2,28 +2,14 @@ from django import forms
 from django.contrib.auth import password_validation
 
 from accounts.sshkeys import keys_of
+from kvmpanel.forms import StyledForm, style_fields
 
 from . import cloudinit
 from .models import Image, Plan, VirtualMachine
 from .validators import validate_hostname
 
 
-def style_fields(form: forms.Form) -> None:
-    """Bootstrap classes on every widget, marking the invalid ones."""
-    for name, field in form.fields.items():
-        widget = field.widget
-        if isinstance(widget, forms.CheckboxSelectMultiple):
-            css = "form-check-input"
-        elif isinstance(widget, forms.Select):
-            css = "form-select"
-        else:
-            css = "form-control"
-        if form.errors.get(name):
-            css += " is-invalid"
-        widget.attrs["class"] = css
-
-
-class FirstBootFields(forms.Form):
+class FirstBootFields(StyledForm, forms.Form):
     """How the customer will log in to a new install: a password, SSH keys, optional cloud-config."""
 
     password = forms.CharField(
@@ -145,7 +131,7 @@ class ReinstallForm(FirstBootFields):
         return cleaned
 
 
-class ResetPasswordForm(forms.Form):
+class ResetPasswordForm(StyledForm, forms.Form):
     password = forms.CharField(
         label="New password",
         strip=False,

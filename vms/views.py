@@ -15,6 +15,8 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
+from accounts import reauth
+
 from . import actions, quotas, usage
 from .choices import OperationKind, VMState
 from .consoles import tokens
@@ -161,6 +163,8 @@ def _safe_next(request) -> str | None:
 @login_required
 def vm_delete(request, vm_uuid):
     vm = _get_vm_for_user(request.user, vm_uuid)
+    if not reauth.is_recent(request):  # after the access check: an outsider still gets 404
+        return reauth.ask_again(request)
     error = ""
     if request.method == "POST":
         if request.POST.get("confirm_hostname", "").strip().lower() != vm.hostname:

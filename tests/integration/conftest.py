@@ -100,6 +100,9 @@ def process_env(django_db_setup, django_db_blocker):
         "DJANGO_SETTINGS_MODULE": "kvmpanel.test_settings",
         "DATABASE_URL": database_url,
         "KVMPANEL_CONSOLE_PORT": str(free_port()),
+        # Shorter than the lifecycle test's boots: its Delete asks for the password again, as it
+        # does for a user who signed in a while ago.
+        "KVMPANEL_REAUTH_MINUTES": "1",
     }
 
 

@@ -409,6 +409,9 @@ def test_a_customer_runs_a_vm_through_its_life_in_the_browser(
     wait_until(lambda: kernel_started_again(vm), BOOT_TIMEOUT, "the guest's kernel starting again")
 
     page.get_by_role("link", name="Delete").click()
+    page.wait_for_url("**/accounts/confirm/**")  # signed in minutes ago: the password again
+    page.fill("#id_password", f"{vm.owner.username}-pass-123")
+    page.get_by_role("button", name="Confirm").click()
     page.fill("#confirm_hostname", "life-1")
     page.get_by_role("button", name="Delete this VM").click()
     page.wait_for_url(f"{panel_server}/vms/", timeout=60_000)

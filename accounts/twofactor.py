@@ -1,0 +1,102 @@
+"""Two-factor sign-in: a TOTP authenticator app, and single-use recovery codes for when it is lost.
+
+Built on django-otp: a TOTPDevice remembers the last time step it accepted, so
+a code works once, and both device kinds slow down guessing (throttling). The
+secret goes to the user's screen once, as a QR code and as text, during setup;
+it is never sent by email.
+"""
+
+import base64
+import io
+
+import qrcode
+import qrcode.image.svg
+from django.db import transaction
+from django_otp import devices_for_user
+from django_otp import login as otp_login
+from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from . import audit
+
+RECOVERY_CODE_COUNT = 10
+AUTHENTICATOR = "Authenticator app"
+RECOVERY = "Recovery codes"
+
+
+def is_enabled(user) -> bool:
+    """Whether the user has a confirmed authenticator (recovery codes come with it)."""
+    return TOTPDevice.objects.devices_for_user(user, confirmed=True).exists()
+
+
+def pending_device(user) -> TOTPDevice:
+    """The unconfirmed authenticator being set up (the same one while the setup page is reloaded)."""
+    device = TOTPDevice.objects.devices_for_user(user, confirmed=False).first()
+    return device or TOTPDevice.objects.create(user=user, name=AUTHENTICATOR, confirmed=False)
+
+
+def qr_code_svg(device: TOTPDevice) -> str:
+    """The otpauth:// URL of the device as an inline SVG QR code (made here: no outside service sees it)."""
+    image = qrcode.make(device.config_url, image_factory=qrcode.image.svg.SvgPathImage, box_size=8)
+    buffer = io.BytesIO()
+    image.save(buffer)
+    return buffer.getvalue().decode()
+
+
+def secret_text(device: TOTPDevice) -> str:
+    """The secret in base32, in groups of four, for typing into an app by hand."""
+    text = base64.b32encode(device.bin_key).decode().rstrip("=")
+    return " ".join(text[i : i + 4] for i in range(0, len(text), 4))
+
+
+def confirm(request, device: TOTPDevice, code: str) -> list[str] | None:
+    """Turn two-factor on if `code` comes from the pending device; the new recovery codes, or None."""
+    if not device.verify_token(_digits(code)):
+        return None
+    with transaction.atomic():
+        TOTPDevice.objects.devices_for_user(request.user).exclude(pk=device.pk).delete()
+        device.confirmed = True
+        device.save(update_fields=["confirmed"])
+        codes = new_recovery_codes(request.user)
+    otp_login(request, device)  # this session has just proven the second factor
+    audit.record("account.2fa_enable", request.user, outcome="succeeded", owner=request.user)
+    return codes
+
+
+def new_recovery_codes(user) -> list[str]:
+    """Replace the user's recovery codes with fresh ones, each usable once; shown to the user once."""
+    device, _ = StaticDevice.objects.get_or_create(user=user, defaults={"name": RECOVERY, "confirmed": True})
+    device.token_set.all().delete()
+    codes = [StaticToken.random_token() for _ in range(RECOVERY_CODE_COUNT)]
+    StaticToken.objects.bulk_create(StaticToken(device=device, token=code) for code in codes)
+    return codes
+
+
+def recovery_codes_left(user) -> int:
+    return StaticToken.objects.filter(device__user=user).count()
+
+
+@transaction.atomic
+def verify(user, code: str):
+    """The device that accepts `code` (an authenticator code, or a recovery code, used up), else None.
+
+    The devices are locked while checked, so two requests racing with one code
+    cannot both pass: the second sees the first's last time step, or no token.
+    """
+    for device in devices_for_user(user, confirmed=True, for_verify=True):
+        candidate = _digits(code) if isinstance(device, TOTPDevice) else code.strip().lower()
+        if device.verify_token(candidate):
+            return device
+    return None
+
+
+def disable(user) -> None:
+    """Remove every second factor of the user."""
+    for device in devices_for_user(user, confirmed=None):
+        device.delete()
+    audit.record("account.2fa_disable", user, outcome="succeeded", owner=user)
+
+
+def _digits(code: str) -> str:
+    """Authenticator apps show "123 456"; people paste it with the space."""
+    return "".join(code.split())
