@@ -28,3 +28,7 @@ class StyledForm:
     def full_clean(self):
         super().full_clean()
         style_fields(self)
+
+    def add_error(self, field, error):
+        super().add_error(field, error)
+        style_fields(self)  # errors a view adds after validation (a wrong code) are marked too

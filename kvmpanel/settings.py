@@ -289,6 +289,8 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
+    # django-axes logs every sign-in at INFO; lockouts come as warnings.
+    "loggers": {"axes": {"level": "WARNING"}},
 }
 
 # Django 6 will assume https for scheme-less URLs; adopt that now (image download URLs).
