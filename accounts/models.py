@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 from django.db import models
+from django.utils.crypto import salted_hmac
 
 
 def _quota_field(label: str):
@@ -30,9 +31,28 @@ class User(AbstractUser):
     suspended_at = models.DateTimeField(null=True, blank=True)
     suspension_reason = models.CharField(max_length=200, blank=True)
 
+    # Kept by accounts.twofactor with the devices, so no request needs a query to know it.
+    two_factor_enabled = models.BooleanField("two-factor sign-in", default=False, editable=False)
+
     @property
     def is_suspended(self) -> bool:
         return self.suspended_at is not None
+
+    # Django ends every session whose stored hash no longer matches this one. Beyond the
+    # password, turning two-factor on or off changes it: sessions opened without the
+    # second factor (another browser, before it was turned on) end then too.
+    def get_session_auth_hash(self):
+        return self._session_hash(settings.SECRET_KEY)
+
+    def get_session_auth_fallback_hash(self):
+        for fallback_secret in settings.SECRET_KEY_FALLBACKS:
+            yield self._session_hash(fallback_secret)
+
+    def _session_hash(self, secret) -> str:
+        state = f"{self.password}:2fa={int(self.two_factor_enabled)}"
+        return salted_hmac(
+            "kvmpanel.accounts.User.session", state, secret=secret, algorithm="sha256"
+        ).hexdigest()
 
 
 # The key types the panel accepts, with the names people know them by.

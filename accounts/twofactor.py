@@ -11,6 +11,7 @@ import io
 
 import qrcode
 import qrcode.image.svg
+from django.contrib.auth import update_session_auth_hash
 from django.db import transaction
 from django_otp import devices_for_user
 from django_otp import login as otp_login
@@ -25,8 +26,8 @@ RECOVERY = "Recovery codes"
 
 
 def is_enabled(user) -> bool:
-    """Whether the user has a confirmed authenticator (recovery codes come with it)."""
-    return TOTPDevice.objects.devices_for_user(user, confirmed=True).exists()
+    """Whether the user signs in with a second factor (an authenticator, and recovery codes with it)."""
+    return user.two_factor_enabled
 
 
 def pending_device(user) -> TOTPDevice:
@@ -53,12 +54,16 @@ def confirm(request, device: TOTPDevice, code: str) -> list[str] | None:
     """Turn two-factor on if `code` comes from the pending device; the new recovery codes, or None."""
     if not device.verify_token(_digits(code)):
         return None
+    user = request.user
     with transaction.atomic():
-        TOTPDevice.objects.devices_for_user(request.user).exclude(pk=device.pk).delete()
+        TOTPDevice.objects.devices_for_user(user).exclude(pk=device.pk).delete()
         device.confirmed = True
         device.save(update_fields=["confirmed"])
-        codes = new_recovery_codes(request.user)
-    otp_login(request, device)  # this session has just proven the second factor
+        codes = new_recovery_codes(user)
+        _set_enabled(user, True)
+    # Other sessions of the user end (they never gave a code); this one has just proven it.
+    update_session_auth_hash(request, user)
+    otp_login(request, device)
     audit.record("account.2fa_enable", request.user, outcome="succeeded", owner=request.user)
     return codes
 
@@ -90,11 +95,20 @@ def verify(user, code: str):
     return None
 
 
-def disable(user) -> None:
-    """Remove every second factor of the user."""
-    for device in devices_for_user(user, confirmed=None):
-        device.delete()
+def disable(request) -> None:
+    """Remove every second factor of the signed-in user; their other sessions end."""
+    user = request.user
+    with transaction.atomic():
+        for device in devices_for_user(user, confirmed=None):
+            device.delete()
+        _set_enabled(user, False)
+    update_session_auth_hash(request, user)
     audit.record("account.2fa_disable", user, outcome="succeeded", owner=user)
+
+
+def _set_enabled(user, enabled: bool) -> None:
+    user.two_factor_enabled = enabled
+    user.save(update_fields=["two_factor_enabled"])
 
 
 def _digits(code: str) -> str:

@@ -269,7 +269,7 @@ def two_factor_disable(request):
         messages.error(request, "Staff accounts must keep two-factor sign-in.")
         return redirect("profile")
     if request.method == "POST":
-        twofactor.disable(request.user)
+        twofactor.disable(request)
         messages.success(request, "Two-factor sign-in is off.")
         return redirect("profile")
     return render(request, "accounts/two_factor_disable.html")

@@ -121,7 +121,7 @@ def test_the_list_page_costs_the_same_queries_for_many_vms(client, alice, django
         make_vm(alice, node=node, plan=plan, image=image)
     client.force_login(alice)
     client.get(reverse("vms:list"))  # the first request of a session records its activity
-    with django_assert_max_num_queries(7):  # 6, and the two-factor check of the session
+    with django_assert_max_num_queries(6):
         assert client.get(reverse("vms:list")).status_code == 200
 
 

@@ -34,6 +34,7 @@ def enable_2fa(client, user) -> tuple[TOTPDevice, list[str]]:
     codes = response.context["codes"]
     client.post(reverse("logout"))
     device.refresh_from_db()
+    user.refresh_from_db()
     return device, codes
 
 
@@ -173,3 +174,13 @@ def test_new_recovery_codes_replace_the_old_ones(client, alice, sign_in_confirme
     assert not set(new_codes) & set(old_codes)
     assert twofactor.verify(alice, new_codes[1]) is not None
     assert twofactor.verify(alice, old_codes[1]) is None
+
+
+def test_turning_it_on_ends_the_users_other_sessions(client, alice):
+    from django.test import Client
+
+    other_browser = Client()
+    other_browser.force_login(alice)
+    assert other_browser.get(reverse("vms:list")).status_code == 200
+    enable_2fa(client, alice)
+    assert other_browser.get(reverse("vms:list")).url.startswith(LOGIN)
