@@ -161,7 +161,9 @@ def test_turning_it_off_asks_for_password_and_code(client, alice):
     )
     assert response.url == reverse("two_factor_disable")
     client.post(reverse("two_factor_disable"))
+    alice.refresh_from_db()
     assert not twofactor.is_enabled(alice)
+    assert client.get(reverse("vms:list")).status_code == 200  # this session goes on
     assert not TOTPDevice.objects.filter(user=alice).exists()
 
 
