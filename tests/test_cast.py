@@ -39,8 +39,8 @@ OWN = {
 # Pages about one VM (vm_uuid): its owner and staff, nobody else.
 VM = {
     "vms:detail", "vms:live", "vms:usage", "vms:delete", "vms:reinstall", "vms:reset_password",
-    "vms:iso", "vms:rescue", "vms:leave_rescue", "vms:action", "vms:console", "vms:console_token",
-    "vms:serial",
+    "vms:iso", "vms:rescue", "vms:leave_rescue", "vms:resize", "vms:action", "vms:console",
+    "vms:console_token", "vms:serial",
 }  # fmt: skip
 # Pages about one SSH key (key_id): only its owner, staff neither (keys are personal).
 KEY = {"ssh_key_delete"}

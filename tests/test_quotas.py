@@ -94,3 +94,48 @@ def test_twenty_parallel_creates_with_a_limit_of_three_give_exactly_three(enqueu
     assert outcomes.count("created") == 3, outcomes
     assert all("limit of 3 VMs" in outcome for outcome in outcomes if outcome != "created")
     assert VirtualMachine.objects.filter(owner=owner).count() == 3
+
+
+# Resizing ---------------------------------------------------------------------------------------
+
+
+def test_a_resize_counts_only_the_difference_and_is_held_to_the_limit(alice, enqueued):
+    from vms import actions
+    from vms.choices import VMState
+
+    alice.max_vcpus, alice.max_memory_mib = 4, 8192
+    alice.save()
+    small, medium, large = (
+        make_plan(vcpus=1, memory_mib=1024, disk_gb=10),
+        make_plan(vcpus=2, memory_mib=2048, disk_gb=20),
+        make_plan(vcpus=8, memory_mib=4096, disk_gb=40),
+    )
+    make_vm(alice, plan=small)
+    vm = make_vm(alice, plan=small, state=VMState.STOPPED)
+
+    operation = actions.resize(vm, alice, medium)
+    vm.refresh_from_db()
+    assert vm.plan == medium  # counted with its new plan from now on (work in flight)
+    assert operation.params == {"plan_id": medium.pk, "from_plan_id": small.pk}
+    assert quotas.usage_of(alice).vcpus == 3
+
+    operation.status = "succeeded"
+    operation.save()
+    with pytest.raises(actions.ActionRefused, match="limit of 4 vCPUs"):
+        actions.resize(vm, alice, large)
+    vm.refresh_from_db()
+    assert vm.plan == medium
+
+
+def test_a_disk_never_shrinks_and_a_running_vm_is_not_resized(alice, enqueued):
+    from vms import actions
+    from vms.choices import VMState
+
+    big, small = make_plan(disk_gb=40), make_plan(disk_gb=10)
+    vm = make_vm(alice, plan=big, state=VMState.STOPPED)
+    with pytest.raises(actions.ActionRefused, match="can only grow"):
+        actions.resize(vm, alice, small)
+    vm.set_state(VMState.RUNNING)
+    with pytest.raises(actions.ActionRefused, match="Cannot resize a VM that is running"):
+        actions.resize(vm, alice, make_plan(disk_gb=80))
+    assert not vm.operations.exists()

@@ -262,3 +262,47 @@ def test_rescue_boots_the_rescue_disk_first_and_leaving_restores_the_vm(new_vm, 
     assert new_vm.rescue_image is None
     assert new_vm.rescue_volume not in test_session.domain_xml(new_vm.domain_name)
     assert new_vm.rescue_volume not in test_session.volume_names("test-pool")
+
+
+def resize_to(vm, plan):
+    """What actions.resize leaves for the task: the new plan on the row, both plans in the operation."""
+    operation = Operation.objects.create(
+        vm=vm, kind=OperationKind.RESIZE, params={"plan_id": plan.pk, "from_plan_id": vm.plan_id}
+    )
+    vm.plan = plan
+    vm.save()
+    tasks.run_operation(FakeTask(), operation.pk, tasks.WORK[OperationKind.RESIZE])
+    operation.refresh_from_db()
+    vm.refresh_from_db()
+    return operation
+
+
+def test_resize_gives_the_domain_the_new_size_and_grows_the_disk(new_vm, test_session, monkeypatch):
+    run(new_vm, OperationKind.CREATE)
+    run(new_vm, OperationKind.FORCE_OFF)
+    grown = []
+    # The test driver cannot resize volumes; growing a real one: tests/integration/test_disks.py.
+    monkeypatch.setattr(type(test_session), "grow_volume", lambda self, *args: grown.append(args))
+    bigger = make_plan(vcpus=3, memory_mib=3072, disk_gb=12)
+    operation = resize_to(new_vm, bigger)
+    assert operation.status == "succeeded", operation.error
+    definition = xml.parse(test_session.domain_xml(new_vm.domain_name))
+    assert definition.findtext("vcpu") == "3"
+    assert int(definition.findtext("memory")) == 3072 * 1024  # KiB
+    assert grown == [("test-pool", new_vm.disk_volume, 12 * 1024**3)]
+    assert new_vm.state == VMState.STOPPED
+
+
+def test_a_failed_resize_puts_the_old_plan_back(new_vm, test_session, monkeypatch):
+    run(new_vm, OperationKind.CREATE)
+    run(new_vm, OperationKind.FORCE_OFF)
+    old_plan = new_vm.plan
+
+    def refuse(*args):
+        raise hypervisor.OperationFailed("no space left in the pool")
+
+    monkeypatch.setattr(type(test_session), "grow_volume", refuse)
+    operation = resize_to(new_vm, make_plan(vcpus=4, disk_gb=50))
+    assert (operation.status, operation.error) == ("failed", "no space left in the pool")
+    assert new_vm.plan == old_plan
+    assert xml.parse(test_session.domain_xml(new_vm.domain_name)).findtext("vcpu") == str(old_plan.vcpus)

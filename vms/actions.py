@@ -83,6 +83,41 @@ def change_iso(vm: VirtualMachine, user, iso: Image | None, boot: bool = False) 
     return request(vm, user, OperationKind.CHANGE_ISO, {"iso_id": iso.pk if iso else None, "boot": boot})
 
 
+def resize(vm: VirtualMachine, user, plan: Plan) -> Operation:
+    """Move a stopped VM to another plan: its vCPUs and memory change, its disk grows (never shrinks).
+
+    The VM counts with the new plan from this moment (the quota sees work in flight);
+    if the resize fails, the task puts the old plan back.
+    """
+    current = vm.plan
+    if plan.pk == current.pk:
+        raise ActionRefused(f"{vm.name} already has the {plan.name} plan.")
+    if not plan.active:
+        raise ActionRefused(f"The {plan.name} plan is no longer offered.")
+    if plan.disk_gb < current.disk_gb:
+        raise ActionRefused(
+            f"A disk can only grow: pick a plan with at least {current.disk_gb} GiB of disk "
+            f"({plan.name} has {plan.disk_gb} GiB)."
+        )
+    try:
+        _check_allowed(vm, OperationKind.RESIZE)
+        with transaction.atomic():
+            quotas.lock_owner(vm.owner)
+            quotas.check_room(vm.owner, plan, replacing=current)
+            operation = _record(
+                vm, user, OperationKind.RESIZE, {"plan_id": plan.pk, "from_plan_id": current.pk}
+            )
+            vm.plan = plan
+            vm.save(update_fields=["plan", "updated_at"])
+    except quotas.QuotaExceeded as exceeded:
+        audit.record("vm.resize", vm, outcome="refused", detail=str(exceeded))
+        raise ActionRefused(str(exceeded)) from None
+    except ActionRefused as refusal:
+        audit.record("vm.resize", vm, outcome="refused", detail=str(refusal))
+        raise
+    return operation
+
+
 def first_boot_params(password: str, ssh_keys, user_data: str) -> dict:
     """What the seed needs, as stored on the operation: the password only as a hash."""
     return {

@@ -37,6 +37,7 @@ class OperationKind(models.TextChoices):
     CHANGE_ISO = "change_iso", "Change ISO"
     RESCUE = "rescue", "Rescue"
     LEAVE_RESCUE = "leave_rescue", "Leave rescue"
+    RESIZE = "resize", "Resize"
     DELETE = "delete", "Delete"
 
 

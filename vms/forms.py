@@ -155,6 +155,22 @@ class ResetPasswordForm(StyledForm, forms.Form):
         return password
 
 
+class ResizeForm(StyledForm, forms.Form):
+    """Pick the VM's new plan: any offered plan whose disk is at least as large (disks only grow)."""
+
+    plan = forms.ModelChoiceField(queryset=None, empty_label=None, label="New plan")
+
+    def __init__(self, *args, vm: VirtualMachine, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["plan"].queryset = Plan.objects.filter(active=True, disk_gb__gte=vm.plan.disk_gb).exclude(
+            pk=vm.plan_id
+        )
+        self.fields[
+            "plan"
+        ].help_text = f"Now {vm.plan}. Plans with a smaller disk are not offered: a disk can only grow."
+        style_fields(self)
+
+
 class RescueForm(FirstBootFields):
     """Pick a rescue system and how to log in to it (the VM's own disk is attached, not changed)."""
 

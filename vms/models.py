@@ -342,7 +342,7 @@ class VirtualMachine(models.Model):
                 OperationKind.RESET_PASSWORD,
                 OperationKind.CHANGE_ISO,
             },
-            VMState.STOPPED: {OperationKind.START, OperationKind.CHANGE_ISO},
+            VMState.STOPPED: {OperationKind.START, OperationKind.CHANGE_ISO, OperationKind.RESIZE},
             VMState.CRASHED: {OperationKind.START, OperationKind.FORCE_OFF},
             VMState.PAUSED: {OperationKind.FORCE_OFF},
         }

@@ -1,4 +1,4 @@
-"""Per-customer limits on VMs, vCPUs, memory and disk, checked where VMs are created.
+"""Per-customer limits on VMs, vCPUs, memory and disk, checked where VMs are created or resized.
 
 Limits come from the user's own fields, or the operator's defaults
 (KVMPANEL_QUOTA_*). Staff have none. The check and the new VM's row happen in
@@ -29,6 +29,9 @@ class Resources:
 
     def __add__(self, other: "Resources") -> "Resources":
         return Resources(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
+
+    def __sub__(self, other: "Resources") -> "Resources":
+        return Resources(**{f.name: getattr(self, f.name) - getattr(other, f.name) for f in fields(self)})
 
 
 # How each limit reads, for messages and the portal.
@@ -80,20 +83,24 @@ def lock_owner(user) -> None:
     get_user_model().objects.select_for_update().filter(pk=user.pk).first()
 
 
-def check_room(user, plan: Plan) -> None:
-    """Raise QuotaExceeded if a VM of `plan` would take the user past a limit. Call with the lock held."""
+def check_room(user, plan: Plan, replacing: Plan | None = None) -> None:
+    """Raise QuotaExceeded if a VM of `plan` would take the user past a limit. Call with the lock held.
+
+    With `replacing`, an existing VM moves from that plan to `plan` (a resize): only the difference counts.
+    """
     limits = limits_for(user)
     if limits is None:
         return
     used = usage_of(user)
-    after = used + needs(plan)
+    extra = needs(plan) - needs(replacing) if replacing else needs(plan)
+    after = used + extra
     for name, (label, unit) in LABELS.items():
         limit = getattr(limits, name)
-        if getattr(after, name) > limit:
+        if getattr(extra, name) > 0 and getattr(after, name) > limit:
             raise QuotaExceeded(
                 f"This would take you past your limit of {limit}{unit} {label} "
                 f"(you use {getattr(used, name)}{unit}, the {plan.name} plan needs "
-                f"{getattr(needs(plan), name)}{unit}). Delete a VM or ask us for a higher limit."
+                f"{getattr(extra, name)}{unit} more). Delete a VM or ask us for a higher limit."
             )
 
 

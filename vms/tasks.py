@@ -16,7 +16,7 @@ from accounts import audit
 from . import hypervisor, library, provisioning, reconcile, usage
 from .choices import OperationKind, VMState
 from .live import publish_vm_changed
-from .models import Image, Node, Operation, VirtualMachine
+from .models import Image, Node, Operation, Plan, VirtualMachine
 from .nodes import refresh_node
 
 log = logging.getLogger(__name__)
@@ -183,6 +183,24 @@ def _leave_rescue(node: hypervisor.NodeSession, vm: VirtualMachine, _params: dic
     return node.power_state(vm.domain_name)
 
 
+def _resize(node: hypervisor.NodeSession, vm: VirtualMachine, params: dict) -> str:
+    """The stopped VM gets its new plan's vCPUs and memory, and its disk grows to the plan's size.
+
+    The row already holds the new plan. If the node refuses, the old plan comes back
+    (the domain's definition with it); a disk already grown stays grown, harmlessly.
+    """
+    try:
+        node.define_domain(domain_spec(vm))
+        node.grow_volume(vm.node.pool_name, vm.disk_volume, vm.plan.disk_bytes)
+    except hypervisor.HypervisorError as error:
+        if not error.transient:
+            vm.plan = Plan.objects.get(pk=params["from_plan_id"])
+            vm.save(update_fields=["plan", "updated_at"])
+            node.define_domain(domain_spec(vm))
+        raise
+    return node.power_state(vm.domain_name)
+
+
 def _remove_domain_and_disks(node: hypervisor.NodeSession, vm: VirtualMachine) -> None:
     pool = vm.node.pool_name
     own = (vm.disk_volume, vm.seed_volume, vm.rescue_volume, vm.rescue_seed_volume)
@@ -243,6 +261,7 @@ WORK: dict[str, Work] = {
     OperationKind.CHANGE_ISO: _change_iso,
     OperationKind.RESCUE: _rescue,
     OperationKind.LEAVE_RESCUE: _leave_rescue,
+    OperationKind.RESIZE: _resize,
     OperationKind.DELETE: _delete,
 }
 TASKS = {kind: _operation_task(kind, work) for kind, work in WORK.items()}

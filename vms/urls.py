@@ -16,6 +16,7 @@ urlpatterns = [
     path("<uuid:vm_uuid>/password/", views.vm_reset_password, name="reset_password"),
     path("<uuid:vm_uuid>/iso/", views.vm_iso, name="iso"),
     path("<uuid:vm_uuid>/rescue/", views.vm_rescue, name="rescue"),
+    path("<uuid:vm_uuid>/resize/", views.vm_resize, name="resize"),
     path("<uuid:vm_uuid>/rescue/leave/", views.vm_leave_rescue, name="leave_rescue"),
     path("<uuid:vm_uuid>/power/<str:kind>/", views.vm_action, name="action"),
     path("<uuid:vm_uuid>/console/", views.vm_console, name="console"),

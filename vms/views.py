@@ -20,7 +20,7 @@ from accounts import reauth
 from . import actions, quotas, usage
 from .choices import OperationKind, VMState
 from .consoles import tokens
-from .forms import CreateVMForm, ReinstallForm, RescueForm, ResetPasswordForm
+from .forms import CreateVMForm, ReinstallForm, RescueForm, ResetPasswordForm, ResizeForm
 from .models import Image, Node, NodeUsage, Operation, VirtualMachine, VMUsage
 
 PAGE_SIZE = 25
@@ -234,6 +234,15 @@ def vm_reset_password(request, vm_uuid):
         return f"Setting the password of {vm.image.default_user} on {vm.name}."
 
     return _vm_form_page(request, vm_uuid, ResetPasswordForm, "vms/reset_password.html", act)
+
+
+@login_required
+def vm_resize(request, vm_uuid):
+    def act(vm, data):
+        actions.resize(vm, request.user, data["plan"])
+        return f"Resizing {vm.name} to {data['plan'].name}. Start it when the resize is done."
+
+    return _vm_form_page(request, vm_uuid, ResizeForm, "vms/resize.html", act)
 
 
 @require_POST

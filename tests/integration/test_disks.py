@@ -40,3 +40,19 @@ def test_a_vm_disk_is_made_from_its_image_at_the_plans_size(node, customer, demo
     finally:
         with hypervisor.connect(node.uri) as session:
             session.delete_volume(node.pool_name, vm.disk_volume)
+
+
+def test_a_resize_grows_the_disk_and_never_shrinks_it(node, customer, demo_image):
+    vm = make_vm(customer, node=node, plan=make_plan(disk_gb=6), image=demo_image)
+    with hypervisor.connect(node.uri) as session:
+        provisioning.make_disk(session, vm)
+        path = session.volume_path(node.pool_name, vm.disk_volume)
+        try:
+            session.grow_volume(node.pool_name, vm.disk_volume, 9 * 1024**3)
+            assert qemu_img_info(path)["virtual-size"] == 9 * 1024**3
+            session.grow_volume(node.pool_name, vm.disk_volume, 7 * 1024**3)  # smaller: left alone
+            info = qemu_img_info(path)
+            assert info["virtual-size"] == 9 * 1024**3
+            assert info["backing-filename"]  # still the overlay on its image: the data is kept
+        finally:
+            session.delete_volume(node.pool_name, vm.disk_volume)

@@ -204,8 +204,7 @@ class NodeSession:
         source = self._conn.storagePoolLookupByName(source_pool).storageVolLookupByName(source_volume)
         spec = xml.volume_xml(name, source.info()[1], "qcow2")
         volume = self._conn.storagePoolLookupByName(pool).createXMLFrom(spec, source, 0)
-        if volume.info()[1] < capacity_bytes:
-            volume.resize(capacity_bytes, 0)
+        self.grow_volume(pool, name, capacity_bytes)
         return volume.path()
 
     @translated
@@ -239,6 +238,13 @@ class NodeSession:
             raise
         storage.refresh(0)  # libvirt probes the uploaded bytes for their real format
         return volume.path()
+
+    @translated
+    def grow_volume(self, pool: str, name: str, capacity_bytes: int) -> None:
+        """Make the volume's virtual size `capacity_bytes`, if it is smaller (never shrink a disk)."""
+        volume = self._conn.storagePoolLookupByName(pool).storageVolLookupByName(name)
+        if volume.info()[1] < capacity_bytes:
+            volume.resize(capacity_bytes, 0)
 
     @translated
     def delete_volume(self, pool: str, name: str) -> bool:
