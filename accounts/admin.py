@@ -1,9 +1,11 @@
+import json
+
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
 from django.contrib.auth.admin import UserAdmin
 
-from . import suspension
+from . import audit, suspension
 from .models import AuditEntry, SSHKey, User
 
 
@@ -18,6 +20,40 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+class AuditedAdmin(admin.ModelAdmin):
+    """Backoffice changes go to the audit log like every other change: who, what, which fields.
+
+    Hooked where Django's admin writes its own history (log_*), so every add,
+    change (password changes too) and delete, single or bulk, is recorded.
+    Only field names are written, never their values.
+    """
+
+    def log_addition(self, request, obj, message):
+        self._audit(obj, "add", message)
+        return super().log_addition(request, obj, message)
+
+    def log_change(self, request, obj, message):
+        self._audit(obj, "change", message)
+        return super().log_change(request, obj, message)
+
+    def log_deletions(self, request, queryset):
+        for obj in queryset:
+            self._audit(obj, "delete", [])
+        return super().log_deletions(request, queryset)
+
+    def _audit(self, obj, verb: str, message) -> None:
+        from django.contrib.admin.models import LogEntry
+
+        summary = LogEntry(change_message=json.dumps(message) if message else "").get_change_message()
+        owner = obj if isinstance(obj, User) else None  # a customer sees what staff changed on their account
+        detail = " ".join(part for part in (summary, self.audit_detail(obj)) if part)
+        audit.record(f"{obj._meta.model_name}.{verb}", obj, outcome="succeeded", owner=owner, detail=detail)
+
+    def audit_detail(self, obj) -> str:
+        """More for the log than the change message says (e.g. an image's source)."""
+        return ""
 
 
 class SuspendActionForm(ActionForm):
@@ -38,7 +74,7 @@ class SuspendedFilter(admin.SimpleListFilter):
 
 
 @admin.register(User)
-class PanelUserAdmin(UserAdmin):
+class PanelUserAdmin(AuditedAdmin, UserAdmin):
     list_display = ("username", "email", "is_staff", "suspended", "vm_count", "last_login", "date_joined")
     list_filter = ("is_staff", "is_superuser", SuspendedFilter, "is_active")
     fieldsets = (
@@ -89,7 +125,7 @@ class PanelUserAdmin(UserAdmin):
 
 
 @admin.register(SSHKey)
-class SSHKeyAdmin(admin.ModelAdmin):
+class SSHKeyAdmin(AuditedAdmin):
     """Staff may look up, rename and remove keys; only their owner adds them (through the validation)."""
 
     list_display = ("user", "name", "fingerprint", "created_at")

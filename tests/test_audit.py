@@ -84,3 +84,40 @@ def test_staff_search_the_log_and_nobody_can_edit_it(client, alice, alice_vm, en
     assert client.get(reverse("admin:accounts_auditentry_add")).status_code == 403
     response = client.post(reverse("admin:accounts_auditentry_delete", args=[entry.pk]), {"post": "yes"})
     assert response.status_code == 403 and AuditEntry.objects.filter(pk=entry.pk).exists()
+
+
+def test_backoffice_changes_are_in_the_audit_log_with_field_names_only(client, alice):
+    from django.urls import reverse
+
+    from .factories import make_plan, make_user
+
+    operator = make_user("operator", is_staff=True, is_superuser=True)
+    client.force_login(operator)
+    change_url = reverse("admin:accounts_user_change", args=[alice.pk])
+    form = client.get(change_url).context["adminform"].form
+    data = {name: value for name, value in form.initial.items() if value is not None and name != "password"}
+    data.update({"max_vms": 9, "date_joined_0": "2026-01-01", "date_joined_1": "00:00:00", "groups": []})
+    data.pop("date_joined", None)
+    data.pop("last_login", None)
+    data.pop("user_permissions", None)
+    response = client.post(change_url, data)
+    assert response.status_code == 302, response.context["adminform"].form.errors
+
+    entry = AuditEntry.objects.get(action="user.change")
+    assert (entry.actor, entry.owner) == (operator, alice)  # alice sees it in her Activity
+    assert "VM limit" in entry.detail
+
+    password_url = reverse("admin:auth_user_password_change", args=[alice.pk])
+    new_password = "a-new-password-4-alice"
+    client.post(
+        password_url, {"password1": new_password, "password2": new_password, "usable_password": "true"}
+    )
+    details = list(
+        AuditEntry.objects.filter(owner=alice, action="user.change").values_list("detail", flat=True)
+    )
+    assert any("password" in detail.lower() for detail in details[:1]), details
+    assert not any(new_password in detail for detail in details)
+
+    plan = make_plan()
+    client.post(reverse("admin:vms_plan_delete", args=[plan.pk]), {"post": "yes"})
+    assert AuditEntry.objects.filter(action="plan.delete", actor=operator, target_label=str(plan)).exists()

@@ -9,7 +9,7 @@ from django.db import transaction
 from django.db.models import Count, Q
 
 from accounts import audit
-from accounts.admin import ReadOnlyAdmin
+from accounts.admin import AuditedAdmin, ReadOnlyAdmin
 
 from . import actions, imagefetch
 from .choices import OperationKind, VMState
@@ -19,7 +19,7 @@ from .templatetags.vm_tags import gib
 
 
 @admin.register(Node)
-class NodeAdmin(admin.ModelAdmin):
+class NodeAdmin(AuditedAdmin):
     list_display = (
         "name",
         "uri",
@@ -68,7 +68,7 @@ class NodeAdmin(admin.ModelAdmin):
 
 
 @admin.register(Plan)
-class PlanAdmin(admin.ModelAdmin):
+class PlanAdmin(AuditedAdmin):
     list_display = ("name", "vcpus", "memory_mib", "disk_gb", "active")
     list_filter = ("active",)
     list_editable = ("active",)
@@ -204,7 +204,7 @@ def _power_action(kind: str, label: str):
 
 
 @admin.register(VirtualMachine)
-class VirtualMachineAdmin(admin.ModelAdmin):
+class VirtualMachineAdmin(AuditedAdmin):
     list_display = ("name", "owner", "state", "node", "plan", "image", "created_at")
     list_filter = ("state", "node", "plan", "image")
     search_fields = ("hostname", "display_name", "uuid", "owner__username", "owner__email")
