@@ -4,6 +4,7 @@ from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 
 from . import tokens
+from .throttling import FailedTokenRate
 
 
 class BearerTokenAuthentication(BaseAuthentication):
@@ -18,9 +19,11 @@ class BearerTokenAuthentication(BaseAuthentication):
         try:
             presented = parts[1].decode("ascii")
         except UnicodeDecodeError:
+            FailedTokenRate().count(request)
             raise exceptions.AuthenticationFailed("The token is unknown, expired or revoked.") from None
         token = tokens.find(presented)
         if token is None:
+            FailedTokenRate().count(request)
             raise exceptions.AuthenticationFailed("The token is unknown, expired or revoked.")
         if not token.user.is_active:  # suspended (or deactivated): its tokens stop with its sign-in
             raise exceptions.AuthenticationFailed("This account is suspended.")

@@ -5,7 +5,7 @@ each request so tests and operators can change them without a restart of the cla
 """
 
 from django.conf import settings
-from rest_framework import throttling
+from rest_framework import exceptions, throttling
 from rest_framework.permissions import SAFE_METHODS
 
 
@@ -35,3 +35,17 @@ class ChangeRate(_SettingsRate, throttling.UserRateThrottle):
         if request.method in SAFE_METHODS:
             return True
         return super().allow_request(request, view)
+
+
+class FailedTokenRate(_SettingsRate, throttling.SimpleRateThrottle):
+    """Wrong tokens count against their address with the anonymous rate (authentication fails
+    before any throttle runs, so it counts them itself)."""
+
+    scope = "anonymous"
+
+    def get_cache_key(self, request, view):
+        return self.cache_format % {"scope": "failed-token", "ident": self.get_ident(request)}
+
+    def count(self, request) -> None:
+        if not self.allow_request(request, None):
+            raise exceptions.Throttled(self.wait())

@@ -265,6 +265,8 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "EXCEPTION_HANDLER": "api.errors.handle_exception",
+    # Rate limits count REMOTE_ADDR only, as the audit log does: X-Forwarded-For is the client's to forge.
+    "NUM_PROXIES": 0,
     "DEFAULT_SCHEMA_CLASS": "api.schema.PanelAutoSchema",
 }
 # Requests per user (and per address without credentials), counted in the shared Redis cache;

@@ -10,10 +10,11 @@ from accounts.sshkeys import keys_of
 
 from .. import quota
 from ..serializers.account import AddSSHKeyInput, MeSerializer, SSHKeySerializer
+from .base import RateLimitedFirst
 
 
 @extend_schema(tags=["account"])
-class MeView(APIView):
+class MeView(RateLimitedFirst, APIView):
     @extend_schema(responses={200: MeSerializer})
     def get(self, request):
         """Who the token or session belongs to, and their usage against their limits."""
@@ -30,6 +31,7 @@ class MeView(APIView):
 
 @extend_schema(tags=["account"])
 class SSHKeyViewSet(
+    RateLimitedFirst,
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
     mixins.DestroyModelMixin,

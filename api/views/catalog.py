@@ -8,6 +8,7 @@ from rest_framework.exceptions import ValidationError
 from vms.models import Image, Plan
 
 from ..serializers.catalog import ImageSerializer, PlanSerializer
+from .base import RateLimitedFirst
 
 IMAGE_KINDS = {
     "os": Image.objects.usable,
@@ -17,7 +18,7 @@ IMAGE_KINDS = {
 
 
 @extend_schema(tags=["catalog"])
-class PlanViewSet(viewsets.ReadOnlyModelViewSet):
+class PlanViewSet(RateLimitedFirst, viewsets.ReadOnlyModelViewSet):
     """The active plans: sizes a new VM can have."""
 
     queryset = Plan.objects.filter(active=True)
@@ -39,7 +40,7 @@ class PlanViewSet(viewsets.ReadOnlyModelViewSet):
     )
 )
 @extend_schema(tags=["catalog"])
-class ImageViewSet(viewsets.ReadOnlyModelViewSet):
+class ImageViewSet(RateLimitedFirst, viewsets.ReadOnlyModelViewSet):
     """Ready, active images: operating systems, ISOs and rescue systems."""
 
     serializer_class = ImageSerializer

@@ -26,9 +26,10 @@ from ..serializers.staff import (
     UserSerializer,
 )
 from ..tasks import register_node_task
+from .base import RateLimitedFirst
 
 
-class StaffViewSet(viewsets.GenericViewSet):
+class StaffViewSet(RateLimitedFirst, viewsets.GenericViewSet):
     permission_classes = STAFF
 
 
@@ -65,7 +66,7 @@ class NodeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, StaffViewSet
 
 
 @extend_schema(tags=["admin"])
-class StaffPlanViewSet(viewsets.ModelViewSet):
+class StaffPlanViewSet(RateLimitedFirst, viewsets.ModelViewSet):
     """Every plan, active or not. A plan that VMs use cannot be deleted (409): deactivate it."""
 
     permission_classes = STAFF
@@ -113,10 +114,9 @@ class StaffImageViewSet(
 
 
 @extend_schema(tags=["admin"])
-class UserViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.UpdateModelMixin, StaffViewSet):
+class UserViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, StaffViewSet):
     """Accounts: their quotas (PATCH the max_* fields; null means the panel's default) and suspension."""
 
-    http_method_names = ["get", "patch", "post", "head", "options"]
     filterset_class = UserFilter
     search_fields = ["username", "email"]
     ordering_fields = ["username", "date_joined", "last_login"]
@@ -127,10 +127,14 @@ class UserViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Updat
     def get_serializer_class(self):
         return UserSerializer if self.action == "list" else UserDetailSerializer
 
-    def perform_update(self, serializer):
+    def partial_update(self, request, pk=None):
+        """Change the account's limits (max_*; null: the panel's defaults). Nothing else changes here."""
+        serializer = self.get_serializer(self.get_object(), data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
         user = serializer.save()
         limits = ", ".join(f"{name}: {value}" for name, value in serializer.validated_data.items())
         audit.record("account.quota", user, outcome="succeeded", owner=user, detail=limits)
+        return Response(serializer.data)
 
     @extend_schema(request=SuspendInput, responses={200: UserDetailSerializer})
     @action(detail=True, methods=["post"])

@@ -28,6 +28,7 @@ from ..serializers.vms import (
     UsageSerializer,
     VMSerializer,
 )
+from .base import RateLimitedFirst
 
 
 def accepted(operation: Operation) -> Response:
@@ -48,7 +49,7 @@ def _simple_action(kind: str, doc: str):
 
 
 @extend_schema(tags=["vms"])
-class VMViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class VMViewSet(RateLimitedFirst, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Your VMs (staff: every VM). Changes answer 202 with the queued operation."""
 
     serializer_class = VMSerializer
@@ -169,7 +170,7 @@ class VMViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gener
 
 
 @extend_schema(tags=["operations"])
-class OperationViewSet(viewsets.ReadOnlyModelViewSet):
+class OperationViewSet(RateLimitedFirst, viewsets.ReadOnlyModelViewSet):
     """Operations on the VMs you may see (deleted VMs' too), newest first."""
 
     serializer_class = OperationSerializer
