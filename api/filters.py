@@ -1,16 +1,28 @@
 """Query filters for lists (?state=running&plan=3 …); ordering and search are DRF's."""
 
 import django_filters
+from django import forms
 from django.contrib.auth import get_user_model
 
 from vms.choices import OperationKind, OperationStatus, VMState
 from vms.models import Operation, VirtualMachine
 
+from .serializers.forms import MAX_ID
+
+
+class IdFilter(django_filters.NumberFilter):
+    """An object id: a whole number a database column holds (no decimals, nothing that overflows)."""
+
+    field_class = forms.IntegerField
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, min_value=1, max_value=MAX_ID, **kwargs)
+
 
 class VMFilter(django_filters.FilterSet):
     state = django_filters.ChoiceFilter(choices=VMState.choices)
-    plan = django_filters.NumberFilter(field_name="plan_id")
-    image = django_filters.NumberFilter(field_name="image_id")
+    plan = IdFilter(field_name="plan_id")
+    image = IdFilter(field_name="image_id")
     hostname = django_filters.CharFilter(lookup_expr="icontains")
     owner = django_filters.CharFilter(field_name="owner__username", help_text="Username (staff).")
 

@@ -89,6 +89,7 @@ class StaffPlanSerializer(serializers.ModelSerializer):
 
 class StaffImageSerializer(serializers.ModelSerializer):
     progress_percent = serializers.IntegerField(read_only=True, allow_null=True)
+    source_url = serializers.CharField(read_only=True, help_text="Empty for an image named by its volume.")
 
     class Meta:
         model = Image
@@ -142,6 +143,7 @@ class AddImageInput(FormValidated):
 
 class UserSerializer(serializers.ModelSerializer):
     suspended = serializers.BooleanField(source="is_suspended", read_only=True)
+    email = serializers.CharField(read_only=True, help_text="May be empty.")
     max_vms = serializers.IntegerField(min_value=0, max_value=MAX_QUOTA, allow_null=True, required=False)
     max_vcpus = serializers.IntegerField(min_value=0, max_value=MAX_QUOTA, allow_null=True, required=False)
     max_memory_mib = serializers.IntegerField(

@@ -43,7 +43,7 @@ class NodeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, StaffViewSet
 
     def get_queryset(self):
         live_vms = Count("vms", filter=~Q(vms__state=VMState.DELETED))
-        return Node.objects.annotate(_vm_count=live_vms)
+        return Node.objects.annotate(_vm_count=live_vms).order_by("name")
 
     @extend_schema(request=RegisterNodeInput, responses={202: NodeSerializer})
     def create(self, request):
