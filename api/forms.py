@@ -18,7 +18,7 @@ class CreateTokenForm(forms.Form):
     scope = forms.ChoiceField(
         choices=APIToken.Scope.choices,
         initial=APIToken.Scope.READ,
-        widget=forms.RadioSelect,
+        widget=forms.RadioSelect(attrs={"class": "form-check-input"}),
         help_text="A read-only token is refused any change: it cannot start, stop or delete anything.",
     )
     expires_in_days = forms.ChoiceField(

@@ -27,5 +27,5 @@ urlpatterns = [
     path("v1/docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
     path("v1/redoc/", SpectacularRedocView.as_view(url_name="api:schema"), name="redoc"),
     # Anything else under /api/ answers in the API's error body, not with the site's HTML page.
-    re_path(r"^.*$", not_found, name="not_found"),
+    re_path(r"^[\s\S]*$", not_found, name="not_found"),  # [\s\S]: newlines too
 ]

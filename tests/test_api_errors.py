@@ -33,8 +33,9 @@ def test_every_error_has_the_same_shape(alice, api_client, no_tasks):
     assert error_of(cases[400])["fields"] == {"public_key": ["This field is required."]}
 
 
-def test_unknown_api_paths_answer_in_json(api_client):
-    response = api_client().get("/api/v2/anything")
+@pytest.mark.parametrize("path", ["/api/v2/anything", "/api/v1/%0A/", "/api/v1/nothing/"])
+def test_unknown_api_paths_answer_in_json(api_client, path):
+    response = api_client().post(path)
     assert response.status_code == 404 and error_of(response)["code"] == "not_found"
 
 
