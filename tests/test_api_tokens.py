@@ -208,3 +208,13 @@ def test_anonymous_is_sent_to_sign_in(client):
     assert client.get(reverse("api_tokens")).status_code == 302
     assert client.post(reverse("api_tokens"), {"name": "x", "scope": "write"}).status_code == 302
     assert not APIToken.objects.exists()
+
+
+def test_a_session_needs_the_csrf_token_to_change_anything(alice, no_tasks, fresh_api_rates):
+    vm = make_vm(alice)
+    client = APIClient(enforce_csrf_checks=True)
+    client.force_login(alice)
+    assert client.get(f"/api/v1/vms/{vm.uuid}/").status_code == 200
+    response = client.post(f"/api/v1/vms/{vm.uuid}/reboot/")
+    assert response.status_code == 403 and "CSRF" in response.json()["error"]["message"]
+    assert not Operation.objects.exists()
