@@ -25,7 +25,7 @@ from schemathesis.specs.openapi.checks import (
 
 from .api_world import make_world
 
-EXAMPLES_PER_OPERATION = 15
+EXAMPLES_PER_OPERATION = 12
 # The same examples on every run, so the suite never fails by luck; API_FUZZ_EXPLORE=1 draws new ones.
 EXPLORE = os.environ.get("API_FUZZ_EXPLORE") == "1"
 CHECKS = [
