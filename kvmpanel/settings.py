@@ -295,3 +295,54 @@ LOGGING = {
 
 # Django 6 will assume https for scheme-less URLs; adopt that now (image download URLs).
 FORMS_URLFIELD_ASSUME_HTTPS = True
+
+# REST API (api/): Django REST framework under /api/v1/, its OpenAPI schema
+# (drf-spectacular, docs served from local assets), personal tokens, rate limits.
+INSTALLED_APPS += ["rest_framework", "django_filters", "drf_spectacular", "drf_spectacular_sidecar", "api"]
+REST_FRAMEWORK = {
+    # Bearer first: its challenge makes a request without credentials a 401. Sessions (with CSRF)
+    # serve the browsable docs page.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "api.authentication.BearerTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["api.permissions.IsActiveUser", "api.permissions.TokenScopeAllows"],
+    "DEFAULT_THROTTLE_CLASSES": [
+        "api.throttling.AnonymousRate",
+        "api.throttling.UserRate",
+        "api.throttling.ChangeRate",
+    ],
+    "DEFAULT_PAGINATION_CLASS": "api.pagination.Pages",
+    "DEFAULT_FILTER_BACKENDS": [
+        "django_filters.rest_framework.DjangoFilterBackend",
+        "rest_framework.filters.SearchFilter",
+        "rest_framework.filters.OrderingFilter",
+    ],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "EXCEPTION_HANDLER": "api.errors.handle_exception",
+    # Rate limits count REMOTE_ADDR only, as the audit log does: X-Forwarded-For is the client's to forge.
+    "NUM_PROXIES": 0,
+    "DEFAULT_SCHEMA_CLASS": "api.schema.PanelAutoSchema",
+}
+# Requests per user (and per address without credentials), counted in the shared Redis cache;
+# "changes" (creates, actions, deletes) is stricter. DRF's format: N/second|minute|hour|day.
+KVMPANEL_API_RATES = {
+    "anonymous": env("KVMPANEL_API_RATE_ANONYMOUS", "60/minute"),
+    "user": env("KVMPANEL_API_RATE_USER", "600/minute"),
+    "changes": env("KVMPANEL_API_RATE_CHANGES", "60/minute"),
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "kvmpanel API",
+    "DESCRIPTION": "VMs, their actions and operations, SSH keys, images and plans for customers; "
+    "nodes, plans, images and users for staff (/api/v1/admin/). Authenticate with "
+    "`Authorization: Bearer <token>` (a personal token from the portal's API tokens page).",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SWAGGER_UI_DIST": "SIDECAR",  # browsers here may have no internet: assets come from the panel
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+}

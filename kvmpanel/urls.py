@@ -12,8 +12,10 @@ admin.site.login = login_required(admin.site.login)
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="vms:list", permanent=False)),
+    path("accounts/tokens/", include("api.page_urls")),
     path("accounts/", include("accounts.urls")),
     path("vms/", include("vms.urls")),
     path("backoffice/", admin.site.urls),
     path("metrics", metrics_view, name="metrics"),
+    path("api/", include("api.urls")),
 ]

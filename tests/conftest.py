@@ -103,3 +103,44 @@ def test_session(test_driver_uri, monkeypatch):
 @pytest.fixture
 def test_node(db, test_driver_uri, test_session):
     return make_node(uri=test_driver_uri)
+
+
+# The REST API (tests/test_api_*.py).
+
+
+@pytest.fixture
+def fresh_api_rates():
+    """Forget every rate-limit counter: they live in the test Redis and outlive a test database."""
+    import redis
+    from django.conf import settings
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    for key in client.scan_iter(match="*throttle_*"):
+        client.delete(key)
+
+
+@pytest.fixture
+def no_tasks(monkeypatch):
+    """Requested operations are recorded but never run (vms.actions.enqueue is the door to the worker)."""
+    from vms import actions
+
+    queued = []
+    monkeypatch.setattr(actions, "enqueue", queued.append)
+    return queued
+
+
+@pytest.fixture
+def api_client(fresh_api_rates):
+    """api_client(user, scope="write") -> a DRF test client sending that user's new Bearer token."""
+    from rest_framework.test import APIClient
+
+    from api import tokens
+
+    def make(user=None, scope="write", **token_fields):
+        client = APIClient()
+        if user is not None:
+            _token, clear_text = tokens.create(user, name="test", scope=scope, **token_fields)
+            client.credentials(HTTP_AUTHORIZATION=f"Bearer {clear_text}")
+        return client
+
+    return make

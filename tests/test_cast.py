@@ -14,6 +14,8 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from accounts import suspension
 from accounts.models import AuditEntry, SSHKey
+from api import tokens
+from api.models import APIToken
 from vms import actions
 from vms.choices import VMState
 from vms.models import Operation
@@ -34,7 +36,7 @@ PUBLIC = {
 # A signed-in user's own pages: no object of anyone else's is named in them.
 OWN = {
     "profile", "reauth", "password_change", "two_factor_setup", "two_factor_disable",
-    "recovery_codes_new", "ssh_keys", "activity", "vms:list", "vms:create",
+    "recovery_codes_new", "ssh_keys", "activity", "vms:list", "vms:create", "api_tokens",
 }  # fmt: skip
 # Pages about one VM (vm_uuid): its owner and staff, nobody else.
 VM = {
@@ -42,8 +44,8 @@ VM = {
     "vms:iso", "vms:rescue", "vms:leave_rescue", "vms:resize", "vms:action", "vms:console",
     "vms:console_token", "vms:serial",
 }  # fmt: skip
-# Pages about one SSH key (key_id): only its owner, staff neither (keys are personal).
-KEY = {"ssh_key_delete"}
+# Pages about one SSH key (key_id) or API token (token_id): only its owner, staff neither (they are personal).
+KEY = {"ssh_key_delete", "api_token_revoke"}
 # Actions that only take a POST: a GET gets 405 from anyone, before any check, telling nothing.
 POST_ONLY = {"vms:action", "vms:console_token", "vms:iso", "vms:leave_rescue"}
 # Staff only.
@@ -94,12 +96,15 @@ def cast(alice, bob, staff, monkeypatch):
 def objects(alice):
     vm = make_vm(alice, state=VMState.RUNNING)
     key = SSHKey.objects.create(user=alice, name="laptop", public_key=ed25519_key(), fingerprint="SHA256:x")
+    key.api_token, _ = tokens.create(alice, name="ci", scope="read")  # alice's other personal object
     return vm, key
 
 
 def url_for(name, vm, key, kind="reboot"):
     if name in VM:
         return reverse(name, kwargs={"vm_uuid": vm.uuid, **({"kind": kind} if name == "vms:action" else {})})
+    if name == "api_token_revoke":
+        return reverse(name, kwargs={"token_id": key.api_token.pk})
     if name in KEY:
         return reverse(name, kwargs={"key_id": key.pk})
     if name == "vms:node_usage":
@@ -115,6 +120,7 @@ def state_of_the_world(vm, key):
     return (
         Operation.objects.count(),
         SSHKey.objects.filter(pk=key.pk).exists(),
+        APIToken.objects.filter(revoked_at__isnull=True).count(),
         type(vm).objects.get(pk=vm.pk).state,
     )
 
@@ -133,11 +139,12 @@ def test_the_outsider_gets_404_and_changes_nothing(cast, objects, name, method):
 
 
 @pytest.mark.parametrize("name", sorted(KEY))
-def test_staff_cannot_touch_a_customers_ssh_key_from_the_portal(cast, objects, name):
+def test_staff_cannot_touch_a_customers_personal_objects_from_the_portal(cast, objects, name):
     clients, _ = cast
     vm, key = objects
+    before = state_of_the_world(vm, key)
     assert clients["staff"].post(url_for(name, vm, key)).status_code == 404
-    assert SSHKey.objects.filter(pk=key.pk).exists()
+    assert state_of_the_world(vm, key) == before
 
 
 @pytest.mark.parametrize("method", ["get", "post"])

@@ -11,7 +11,7 @@ from django.db.models import Count, Q
 from accounts import audit
 from accounts.admin import AuditedAdmin, ReadOnlyAdmin
 
-from . import actions, imagefetch
+from . import actions, catalog, imagefetch
 from .choices import OperationKind, VMState
 from .models import Image, Node, Operation, Plan, VirtualMachine
 from .tasks import fetch_image, remove_image_volumes
@@ -140,23 +140,16 @@ class ImageAdmin(admin.ModelAdmin):
         return image.get_status_display()
 
     def save_model(self, request, obj, form, change):
-        starts_download = not change and bool(obj.source_url)
-        if starts_download:
-            obj.status = Image.Status.PENDING
+        if not change:
+            if catalog.add_image(obj):
+                messages.info(request, f"Downloading {obj.name}; this page shows its progress.")
+            return
         super().save_model(request, obj, form, change)
-        audit.record(
-            "image.change" if change else "image.add", obj, outcome="succeeded", detail=obj.source_url
-        )
-        if starts_download:
-            transaction.on_commit(lambda: fetch_image.delay(obj.pk))
-            messages.info(request, f"Downloading {obj.name}; this page shows its progress.")
+        audit.record("image.change", obj, outcome="succeeded", detail=obj.source_url)
 
     def delete_model(self, request, obj):
         # VMs keep their image (PROTECT): the admin refuses, naming them, while any VM uses it.
-        volume_name = obj.volume_name
-        audit.record("image.delete", obj, outcome="succeeded", detail=volume_name)
-        super().delete_model(request, obj)
-        transaction.on_commit(lambda: remove_image_volumes.delay(volume_name))
+        catalog.delete_image(obj)
 
     def delete_queryset(self, request, queryset):
         volume_names = list(queryset.values_list("volume_name", flat=True))
