@@ -23,6 +23,7 @@ import socket
 import ssl
 import struct
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO
@@ -279,6 +280,9 @@ class _PinnedConnection(http.client.HTTPConnection):
         super().__init__(target.host, target.port, timeout=timeout)
         self.default_port = DEFAULT_PORTS[target.scheme]  # so Host: names the port only when unusual
         self._target = target
+        # Kept after http.client lets go of `sock` (it does once the answer says "Connection: close";
+        # the answer still reads from it): the read timeout is changed on it as the deadline nears.
+        self.pinned_socket: socket.socket | None = None
 
     def connect(self) -> None:
         sock = self._first_reachable()
@@ -288,7 +292,7 @@ class _PinnedConnection(http.client.HTTPConnection):
             except OSError:
                 sock.close()
                 raise
-        self.sock = sock
+        self.sock = self.pinned_socket = sock
 
     def _first_reachable(self) -> socket.socket:
         last_error: OSError | None = None
@@ -301,12 +305,41 @@ class _PinnedConnection(http.client.HTTPConnection):
         raise last_error
 
 
+class _Deadline:
+    """The whole download's time limit: every connect and read waits at most what is left of it."""
+
+    def __init__(self, seconds: float | None):
+        self.seconds = seconds
+        self._at = None if seconds is None else time.monotonic() + seconds
+
+    def left(self) -> float | None:
+        return None if self._at is None else self._at - time.monotonic()
+
+    def bound(self, timeout: float) -> float:
+        """`timeout`, or less when the download must end sooner; refuses once the time is up."""
+        left = self.left()
+        if left is None:
+            return timeout
+        if left <= 0:
+            raise self.exceeded()
+        return min(timeout, left)
+
+    def passed(self) -> bool:
+        left = self.left()
+        return left is not None and left <= 0
+
+    def exceeded(self) -> "FetchRefused":
+        return FetchRefused(f"the download did not finish within the {self.seconds:g} s allowed")
+
+
 @contextlib.contextmanager
-def _network_errors(target: _Target, timeout: float) -> Iterator[None]:
+def _network_errors(target: _Target, timeout: float, deadline: _Deadline | None = None) -> Iterator[None]:
     """Socket, TLS and HTTP errors as FetchRefused with a sentence an operator can act on."""
     try:
         yield
     except TimeoutError as error:
+        if deadline is not None and deadline.passed():
+            raise deadline.exceeded() from error
         raise FetchRefused(f"{target.shown} did not answer within {timeout:g} s") from error
     except ssl.SSLCertVerificationError as error:
         raise FetchRefused(
@@ -326,10 +359,12 @@ def _network_errors(target: _Target, timeout: float) -> Iterator[None]:
         raise FetchRefused(f"could not reach {target.host}: {error.strerror or error}") from error
 
 
-def _get(target: _Target, timeout: float) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
-    connection = _PinnedConnection(target, timeout)
+def _get(
+    target: _Target, timeout: float, deadline: _Deadline
+) -> tuple[_PinnedConnection, http.client.HTTPResponse]:
+    connection = _PinnedConnection(target, deadline.bound(timeout))
     try:
-        with _network_errors(target, timeout):
+        with _network_errors(target, timeout, deadline):
             connection.request(
                 "GET",
                 target.request_target,
@@ -342,12 +377,12 @@ def _get(target: _Target, timeout: float) -> tuple[http.client.HTTPConnection, h
 
 
 def _get_following_redirects(
-    url: str, *, allow_private: bool, timeout: float, max_redirects: int
-) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse, _Target]:
+    url: str, *, allow_private: bool, timeout: float, max_redirects: int, deadline: _Deadline
+) -> tuple[_PinnedConnection, http.client.HTTPResponse, _Target]:
     """The first answer that is not a redirect; every URL on the way is checked before use."""
     target = _checked_target(url, allow_private=allow_private)
     for hop in range(max_redirects + 1):
-        connection, response = _get(target, timeout)
+        connection, response = _get(target, timeout, deadline)
         if response.status not in REDIRECT_STATUSES:
             return connection, response, target
         location = (response.getheader("Location") or "").strip()
@@ -419,6 +454,7 @@ def _removed_on_failure(path: str) -> Iterator[None]:
 
 
 def _stream(
+    connection: _PinnedConnection,
     response: http.client.HTTPResponse,
     handle: IO[bytes],
     *,
@@ -427,12 +463,16 @@ def _stream(
     max_bytes: int,
     progress: Progress | None,
     timeout: float,
+    deadline: _Deadline,
 ) -> tuple[int, str]:
     """Copy the body into `handle`, hashing as it goes; returns (size, sha256 hex)."""
     digest = hashlib.sha256()
     done = reported = 0
     while True:
-        with _network_errors(target, timeout):
+        with _network_errors(target, timeout, deadline):
+            if deadline.seconds is not None and not response.isclosed():
+                # A server that trickles bytes never trips the per-read timeout: the deadline stops it.
+                connection.pinned_socket.settimeout(deadline.bound(timeout))
             chunk = response.read(CHUNK_BYTES)
         if not chunk:
             break
@@ -471,22 +511,25 @@ def download(
     allow_private: bool = False,
     progress: Progress | None = None,
     timeout: float = 30.0,
+    total_timeout: float | None = None,
     max_redirects: int = 5,
 ) -> Fetched:
     """Fetch `url` into a new file in `dest_dir` and check it is a disk image we can use.
 
     Raises FetchRefused, leaving nothing in `dest_dir`, for a refused URL or redirect, an HTTP
     error, a timeout, more than `max_bytes`, a checksum mismatch or a file that is not an image.
-    `timeout` bounds each connect and each read, not the whole download. `progress(done, total)`
-    is called about every MiB and once at the end; `total` is None when the server did not say.
+    `timeout` bounds each connect and each read; `total_timeout`, when given, the whole download
+    (redirects included). `progress(done, total)` is called about every MiB and once at the end;
+    `total` is None when the server did not say.
     """
     expected = _expected_digest(expected_sha256)
-    if max_bytes <= 0 or max_redirects < 0:
-        raise FetchRefused("the size limit must be positive and the redirect limit not negative")
+    if max_bytes <= 0 or max_redirects < 0 or (total_timeout is not None and total_timeout <= 0):
+        raise FetchRefused("the size and time limits must be positive and the redirect limit not negative")
+    deadline = _Deadline(total_timeout)
     if not os.path.isdir(dest_dir):
         raise FetchRefused(f"the download directory {dest_dir} does not exist")
     connection, response, target = _get_following_redirects(
-        url, allow_private=allow_private, timeout=timeout, max_redirects=max_redirects
+        url, allow_private=allow_private, timeout=timeout, max_redirects=max_redirects, deadline=deadline
     )
     with contextlib.closing(connection):
         declared = _declared_length(response, target, max_bytes)
@@ -496,6 +539,7 @@ def download(
             )
         with _removed_on_failure(handle.name), handle:
             size, sha256 = _stream(
+                connection,
                 response,
                 handle,
                 target=target,
@@ -503,6 +547,7 @@ def download(
                 max_bytes=max_bytes,
                 progress=progress,
                 timeout=timeout,
+                deadline=deadline,
             )
     with _removed_on_failure(handle.name):
         if expected and expected != sha256:

@@ -35,6 +35,7 @@ def fetch_and_place(image: Image) -> None:
             expected_sha256=image.checksum_sha256,
             allow_private=settings.KVMPANEL_IMAGE_ALLOW_PRIVATE,
             progress=_progress_saver(image),
+            total_timeout=settings.KVMPANEL_IMAGE_DOWNLOAD_TIMEOUT,
         )
     except imagefetch.FetchRefused as refusal:
         image.mark(Image.Status.FAILED, error=str(refusal))
