@@ -407,9 +407,7 @@ def _declared_length(response: http.client.HTTPResponse, target: _Target, max_by
         raise FetchRefused(f"{target.shown} answered HTTP {_status_text(response.status)}")
     declared = response.length  # http.client's parsed Content-Length, None when absent or chunked
     if declared is not None and declared > max_bytes:
-        raise FetchRefused(
-            f"the file is {_size_text(declared)}, more than the {_size_text(max_bytes)} allowed"
-        )
+        raise FetchRefused(f"the file is {size_text(declared)}, more than the {size_text(max_bytes)} allowed")
     return declared
 
 
@@ -421,7 +419,7 @@ def _status_text(status: int) -> str:
         return str(status)
 
 
-def _size_text(size: int) -> str:
+def size_text(size: int) -> str:
     for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if size >= scale:
             return f"{size / scale:.1f} {unit} ({size} bytes)"
@@ -478,7 +476,7 @@ def _stream(
             break
         done += len(chunk)
         if done > max_bytes:
-            raise FetchRefused(f"{target.shown} sent more than the {_size_text(max_bytes)} allowed")
+            raise FetchRefused(f"{target.shown} sent more than the {size_text(max_bytes)} allowed")
         digest.update(chunk)
         with _disk_errors(os.path.dirname(handle.name)):
             handle.write(chunk)
@@ -549,14 +547,25 @@ def download(
                 timeout=timeout,
                 deadline=deadline,
             )
-    with _removed_on_failure(handle.name):
+    return accept_file(handle.name, size=size, sha256=sha256, expected_sha256=expected)
+
+
+def accept_file(path: str, *, size: int, sha256: str, expected_sha256: str = "") -> Fetched:
+    """The checks every new image passes, however it arrived (downloaded here, or uploaded by an
+    operator's browser): the expected SHA-256, when given, and the format read from its bytes.
+
+    `path` is a complete `.part` file whose size and SHA-256 were counted as it was written. It is
+    renamed to end in its format and returned as Fetched; on refusal (FetchRefused) it is removed.
+    """
+    with _removed_on_failure(path):
+        expected = _expected_digest(expected_sha256)
         if expected and expected != sha256:
             raise FetchRefused(f"checksum mismatch: expected SHA-256 {expected[:12]}…, got {sha256[:12]}…")
-        image_format, virtual_size = detect_format(handle.name)
-        path = handle.name.removesuffix(PART_SUFFIX) + "." + image_format
-        with _disk_errors(dest_dir):
-            os.replace(handle.name, path)
-    return Fetched(path, size, sha256, image_format, virtual_size)
+        image_format, virtual_size = detect_format(path)
+        accepted = path.removesuffix(PART_SUFFIX) + "." + image_format
+        with _disk_errors(os.path.dirname(path)):
+            os.replace(path, accepted)
+    return Fetched(accepted, size, sha256, image_format, virtual_size)
 
 
 # --- what the bytes are -----------------------------------------------------------------------
@@ -631,6 +640,6 @@ def _describe_other(head: bytes, size: int) -> str:
     if all(byte >= 0x20 or byte in b"\t\n\r\f" for byte in sample):
         return "it is a text file"
     return (
-        f"{_size_text(size)} of data with no qcow2 header, no ISO 9660 volume descriptor "
+        f"{size_text(size)} of data with no qcow2 header, no ISO 9660 volume descriptor "
         "and no partition table (MBR or GPT)"
     )

@@ -1,8 +1,10 @@
-"""The OS image library: fetch an image from a URL once, check it, and place it in every node's pool.
+"""The OS image library: fetch an image from a URL once (or take an operator's upload), check it,
+and place it in every node's pool.
 
 The download runs in a Celery task (never in a request); its progress is saved
-on the Image row. The file reaches each node through a libvirt upload stream,
-so remote nodes work the same as the local one.
+on the Image row. An upload is streamed to disk and checked by the add page
+(vms/uploads.py) and placed by a task. The file reaches each node through a
+libvirt upload stream, so remote nodes work the same as the local one.
 """
 
 import contextlib
@@ -47,6 +49,41 @@ def fetch_and_place(image: Image) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(fetched.path)
+
+
+def place_upload(image: Image, path: str) -> None:
+    """Place a file uploaded in the backoffice (already checked there) on the nodes; the file goes after.
+
+    The web process wrote it into KVMPANEL_DOWNLOAD_DIR: a worker on another machine sees it only
+    when that folder is shared (or the worker runs beside the web process).
+    """
+    if not _is_upload(path):
+        image.mark(Image.Status.FAILED, error="the uploaded file is not in the download folder")
+        return
+    try:
+        if not os.path.exists(path):
+            image.mark(
+                Image.Status.FAILED,
+                error="the uploaded file is not on this worker (KVMPANEL_DOWNLOAD_DIR must be shared "
+                "between the web process and the workers); upload it again",
+            )
+            return
+        place_on_nodes(image, path)
+    finally:
+        discard_upload(path)
+
+
+def discard_upload(path: str) -> None:
+    if _is_upload(path):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def _is_upload(path: str) -> bool:
+    """The path came through the broker: only an upload in the download folder is ever touched."""
+    folder = os.path.realpath(settings.KVMPANEL_DOWNLOAD_DIR)
+    name = os.path.basename(path)
+    return os.path.dirname(os.path.realpath(path)) == folder and name.startswith("upload-")
 
 
 def place_on_nodes(image: Image, path: str) -> None:

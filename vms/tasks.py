@@ -285,6 +285,17 @@ def fetch_image(image_id: int) -> None:
         library.fetch_and_place(image)
 
 
+@shared_task(name="vms.tasks.place_uploaded_image", acks_late=True, reject_on_worker_lost=True)
+def place_uploaded_image(image_id: int, path: str) -> None:
+    """Place an image uploaded in the backoffice on every online node, then remove the uploaded file."""
+    image = Image.objects.filter(pk=image_id, status=Image.Status.PLACING).first()
+    if image is None:
+        log.warning("image %s is gone or no longer being placed; dropping its upload", image_id)
+        library.discard_upload(path)
+        return
+    library.place_upload(image, path)
+
+
 @shared_task(name="vms.tasks.remove_image_volumes")
 def remove_image_volumes(volume_name: str) -> None:
     """After an image is deleted: its volume leaves every node's pool."""
