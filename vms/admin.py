@@ -162,7 +162,7 @@ class ImageAdmin(admin.ModelAdmin):
     actions = ["retry_download"]
 
     def get_readonly_fields(self, request, obj=None):
-        facts = ("status_and_progress", "error", "format", "size_bytes", "created_at")
+        facts = ("status_and_progress", "error", "format", "size_bytes", "on_nodes", "created_at")
         if obj is None:
             return ()
         # The file is fixed once added: a new file is a new image.
@@ -172,7 +172,7 @@ class ImageAdmin(admin.ModelAdmin):
         about = ("name", "os_family", "min_disk_gb", "default_user", "cloud_init", "rescue", "active")
         if obj is not None:
             source = ("source_url", "checksum_sha256", "volume_name")
-            facts = ("status_and_progress", "error", "format", "size_bytes", "created_at")
+            facts = ("status_and_progress", "error", "format", "size_bytes", "on_nodes", "created_at")
             return ((None, {"fields": about}), ("The file", {"fields": (*source, *facts)}))
         return (
             (None, {"fields": about}),
@@ -202,6 +202,13 @@ class ImageAdmin(admin.ModelAdmin):
         info = self.opts.app_label, self.opts.model_name
         add_url = path("add/", self.admin_site.admin_view(add_view), name="{}_{}_add".format(*info))
         return [add_url, *(url for url in super().get_urls() if url.name != add_url.name)]
+
+    @admin.display(description="in the pools of")
+    def on_nodes(self, image):
+        nodes = [
+            placement.node.name for placement in image.placements.select_related("node") if placement.ready
+        ]
+        return ", ".join(nodes) or "no node yet"
 
     @admin.display(description="size")
     def size(self, image):

@@ -203,7 +203,7 @@ def node(transactional_db, libvirt_env) -> Node:
 
 @pytest.fixture
 def demo_image(node):
-    return make_image(name="Debian 12 (test)", volume_name=IMAGE_VOLUME, min_disk_gb=2)
+    return make_image(name="Debian 12 (test)", volume_name=IMAGE_VOLUME, min_disk_gb=2, on=[node])
 
 
 @pytest.fixture
