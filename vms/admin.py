@@ -100,6 +100,11 @@ class ImageForm(forms.ModelForm):
             "rescue",
             "active",
         ]
+        help_texts = {
+            "checksum_sha256": "Optional: the downloaded or uploaded file must match it. "
+            "Filled in from the file.",
+            "volume_name": "Volume name in each node's storage pool (leave it empty: the panel picks one).",
+        }
 
     def clean_source_url(self):
         url = self.cleaned_data["source_url"]
