@@ -39,7 +39,8 @@ def make_image(*, on=(), **fields) -> Image:
     defaults = {"name": f"image-{n}", "volume_name": f"image-{n}.qcow2", "min_disk_gb": 2}
     image = Image.objects.create(**{**defaults, **fields})
     for node in on:
-        ImagePlacement.objects.create(image=image, node=node, ready=True)
+        # update_or_create: a real worker's image sync may have recorded it a moment ago (integration tests).
+        ImagePlacement.objects.update_or_create(image=image, node=node, defaults={"ready": True})
     return image
 
 

@@ -294,6 +294,13 @@ def chromium(tmp_path_factory):
         ip_monitor.terminate()
 
 
+def pytest_collection_modifyitems(config, items):
+    """Browser tests last. Once the session's Chromium runs, Playwright keeps an event loop in the
+    main thread, where async_to_sync (publishing a change to open pages) then refuses to run: a test
+    that calls actions.* directly after any browser test would fail."""
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)  # stable: order kept
+
+
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item, call):
     report = yield

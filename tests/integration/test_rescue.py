@@ -72,7 +72,7 @@ def rescue_system(node):
     with hypervisor.connect(node.uri) as session:
         session.upload_volume(node.pool_name, volume, str(RESCUE_IMAGE))
     image = Image.objects.create(name="Rescue (Debian 12)", volume_name=volume, rescue=True)
-    image.placements.create(node=node, ready=True)
+    image.placements.update_or_create(node=node, defaults={"ready": True})
     return image
 
 

@@ -304,7 +304,7 @@ def library_iso(node):
     with hypervisor.connect(node.uri) as session:
         session.upload_bytes(node.pool_name, volume, data.getvalue())
     iso = Image.objects.create(name="Tools CD", volume_name=volume, format="iso")
-    iso.placements.create(node=node, ready=True)
+    iso.placements.update_or_create(node=node, defaults={"ready": True})
     return iso
 
 
