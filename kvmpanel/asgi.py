@@ -19,7 +19,10 @@ from django.conf import settings  # noqa: E402  (after Django is set up)
 
 from vms.routing import websocket_urlpatterns  # noqa: E402
 
+from .daphne_bodies import leave_form_bodies_to_django  # noqa: E402
 from .static_asgi import StaticFilesApp  # noqa: E402
+
+leave_form_bodies_to_django()  # uploads: see kvmpanel/daphne_bodies.py
 
 django_asgi_app = StaticFilesApp(django_asgi_app, from_sources=settings.KVMPANEL_SERVE_STATIC)
 

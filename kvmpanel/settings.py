@@ -262,6 +262,8 @@ KVMPANEL_MONITOR_RESCAN_SECONDS = envint("KVMPANEL_MONITOR_RESCAN_SECONDS", 30)
 # loopback and link-local addresses may be fetched from (off: SSRF protection).
 KVMPANEL_DOWNLOAD_DIR = env("KVMPANEL_DOWNLOAD_DIR", str(VAR_DIR / "downloads"))
 KVMPANEL_IMAGE_MAX_BYTES = envint("KVMPANEL_IMAGE_MAX_GB", 20) * 1024**3
+# Seconds a whole download may take (each connect and read also times out after 30 s of silence).
+KVMPANEL_IMAGE_DOWNLOAD_TIMEOUT = envint("KVMPANEL_IMAGE_DOWNLOAD_TIMEOUT", 3600)
 KVMPANEL_IMAGE_ALLOW_PRIVATE = envbool("KVMPANEL_IMAGE_ALLOW_PRIVATE", False)
 # What a customer may hold unless their account says otherwise (staff have no limits).
 KVMPANEL_QUOTA_DEFAULTS = {

@@ -6,7 +6,8 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-TEST_PACKAGES=(chromium postgresql)
+# grub-pc-bin, grub-common, xorriso and mtools: grub-mkrescue builds the bootable ISO of the ISO boot test.
+TEST_PACKAGES=(chromium postgresql grub-pc-bin grub-common xorriso mtools)
 
 require_root
 bash "$ROOT/scripts/setup.sh"

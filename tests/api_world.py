@@ -48,7 +48,7 @@ class World:
 def make_world(alice, staff) -> World:
     node = make_node()
     plan = make_plan(name="small")
-    image = make_image(name="debian-12")
+    image = make_image(name="debian-12", on=(node,))
     vm = make_vm(alice, node=node, plan=plan, image=image, hostname="web", state=VMState.RUNNING)
     operation = Operation.objects.create(vm=vm, user=alice, kind="start", status=OperationStatus.SUCCEEDED)
     suspended = make_user("carol")
@@ -58,8 +58,8 @@ def make_world(alice, staff) -> World:
         spare_plan=make_plan(name="unused"),
         image=image,
         spare_image=make_image(name="unused-image"),
-        iso=make_image(name="installer", format=Image.Format.ISO),
-        rescue_image=make_image(name="rescue", rescue=True),
+        iso=make_image(name="installer", format=Image.Format.ISO, on=(node,)),
+        rescue_image=make_image(name="rescue", rescue=True, on=(node,)),
         vm=vm,
         key=add_key(alice),
         operation=operation,

@@ -4,7 +4,7 @@ import itertools
 
 from accounts.models import User
 from vms.choices import VMState
-from vms.models import Image, Node, Plan, VirtualMachine
+from vms.models import Image, ImagePlacement, Node, Plan, VirtualMachine
 
 _numbers = itertools.count(1)
 
@@ -33,10 +33,15 @@ def make_plan(**fields) -> Plan:
     return Plan.objects.create(**{**defaults, **fields})
 
 
-def make_image(**fields) -> Image:
+def make_image(*, on=(), **fields) -> Image:
+    """An image, recorded as ready in the pools of the nodes `on`."""
     n = next(_numbers)
     defaults = {"name": f"image-{n}", "volume_name": f"image-{n}.qcow2", "min_disk_gb": 2}
-    return Image.objects.create(**{**defaults, **fields})
+    image = Image.objects.create(**{**defaults, **fields})
+    for node in on:
+        # update_or_create: a real worker's image sync may have recorded it a moment ago (integration tests).
+        ImagePlacement.objects.update_or_create(image=image, node=node, defaults={"ready": True})
+    return image
 
 
 def make_vm(owner: User, node: Node | None = None, **fields) -> VirtualMachine:

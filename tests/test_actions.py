@@ -61,9 +61,10 @@ def test_changes_are_refused_while_the_node_is_unreachable(alice, alice_vm, enqu
 
 
 def test_create_places_the_vm_on_an_online_node(alice, enqueued):
-    make_node(status=NodeStatus.UNREACHABLE)
+    unreachable = make_node(status=NodeStatus.UNREACHABLE)
     online = make_node()
-    vm = actions.create_vm(owner=alice, plan=make_plan(), image=make_image(), hostname="web")
+    image = make_image(on=[unreachable, online])
+    vm = actions.create_vm(owner=alice, plan=make_plan(), image=image, hostname="web")
     assert vm.node == online
     assert vm.state == VMState.PROVISIONING
     assert vm.operations.get().kind == OperationKind.CREATE
@@ -76,8 +77,8 @@ def test_create_is_refused_with_no_node(alice, enqueued):
 
 
 def test_the_create_page_creates_a_vm_and_shows_it(client, alice, enqueued):
-    make_node()
-    plan, image = make_plan(), make_image()
+    node = make_node()
+    plan, image = make_plan(), make_image(on=[node])
     client.force_login(alice)
     response = client.post(
         reverse("vms:create"),
@@ -126,8 +127,8 @@ def test_the_list_page_costs_the_same_queries_for_many_vms(client, alice, django
 
 
 def test_a_customer_cannot_have_two_live_vms_with_one_hostname(client, alice, bob, enqueued):
-    make_node()
-    plan, image = make_plan(), make_image()
+    node = make_node()
+    plan, image = make_plan(), make_image(on=[node])
     actions.create_vm(owner=alice, plan=plan, image=image, hostname="web")
     client.force_login(alice)
     response = client.post(
@@ -141,8 +142,8 @@ def test_a_customer_cannot_have_two_live_vms_with_one_hostname(client, alice, bo
 
 
 def test_a_deleted_vms_hostname_can_be_used_again(alice, enqueued):
-    make_node()
-    plan, image = make_plan(), make_image()
+    node = make_node()
+    plan, image = make_plan(), make_image(on=[node])
     old = actions.create_vm(owner=alice, plan=plan, image=image, hostname="web")
     old.set_state(VMState.DELETED)
     assert actions.create_vm(owner=alice, plan=plan, image=image, hostname="web").pk != old.pk
@@ -164,7 +165,7 @@ def reinstall_form(image, **fields):
 def test_reinstall_needs_the_hostname_typed_and_records_the_operation(
     client, alice, alice_vm, enqueued, django_capture_on_commit_callbacks
 ):
-    other_image = make_image()
+    other_image = make_image(on=[alice_vm.node])
     client.force_login(alice)
     url = reverse("vms:reinstall", args=[alice_vm.uuid])
     response = client.post(url, reinstall_form(other_image, confirm_hostname="wrong"))
@@ -209,7 +210,7 @@ def test_ssh_keys_of_others_cannot_be_picked(client, alice, bob, enqueued):
 def test_isos_are_inserted_and_ejected_only_by_who_may_see_the_vm(
     client, alice, bob, alice_vm, enqueued, django_capture_on_commit_callbacks
 ):
-    iso = make_image(format="iso")
+    iso = make_image(format="iso", on=[alice_vm.node])
     url = reverse("vms:iso", args=[alice_vm.uuid])
     client.force_login(bob)
     assert client.post(url, {"iso": iso.pk}).status_code == 404
@@ -236,7 +237,7 @@ def test_a_password_reset_sends_only_a_hash(client, alice, bob, alice_vm, enqueu
 def test_only_the_owner_starts_a_rescue_system_and_only_an_offered_one(
     client, alice, bob, alice_vm, enqueued, django_capture_on_commit_callbacks
 ):
-    offered, not_offered = make_image(rescue=True), make_image()
+    offered, not_offered = make_image(rescue=True, on=[alice_vm.node]), make_image()
     url = reverse("vms:rescue", args=[alice_vm.uuid])
     client.force_login(bob)
     assert client.get(url).status_code == 404

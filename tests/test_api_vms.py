@@ -17,8 +17,7 @@ def as_alice(alice, api_client, no_tasks):
 
 
 def test_create_makes_a_vm_through_the_domain_function(alice, as_alice):
-    make_node()
-    plan, image = make_plan(), make_image()
+    plan, image = make_plan(), make_image(on=(make_node(),))
     key = add_key(alice)
     body = {"plan": plan.pk, "image": image.pk, "hostname": "Web-1", "ssh_keys": [key.pk]}
     response = as_alice.post("/api/v1/vms/", body, format="json")
@@ -30,8 +29,7 @@ def test_create_makes_a_vm_through_the_domain_function(alice, as_alice):
 
 
 def test_create_reports_the_forms_errors_field_by_field(as_alice):
-    make_node()
-    plan, image = make_plan(disk_gb=1), make_image(min_disk_gb=10)
+    plan, image = make_plan(disk_gb=1), make_image(min_disk_gb=10, on=(make_node(),))
     body = {"plan": plan.pk, "image": image.pk, "hostname": "bad_name!", "password": "short"}
     response = as_alice.post("/api/v1/vms/", body, format="json")
     assert response.status_code == 400
@@ -56,10 +54,11 @@ def test_create_refuses_another_customers_ssh_key(bob, as_alice):
 
 
 def test_create_past_the_quota_is_a_conflict_with_the_quota_message(alice, as_alice):
-    make_node()
+    node = make_node()
     alice.max_vms = 0
     alice.save()
-    body = {"plan": make_plan().pk, "image": make_image().pk, "hostname": "web", "password": PASSWORD}
+    image = make_image(on=(node,))
+    body = {"plan": make_plan().pk, "image": image.pk, "hostname": "web", "password": PASSWORD}
     response = as_alice.post("/api/v1/vms/", body, format="json")
     assert response.status_code == 409
     assert "past your limit of 0 VMs" in response.json()["error"]["message"]
@@ -97,13 +96,13 @@ def test_rescue_takes_only_rescue_systems(alice, as_alice):
     plain = make_image()
     body = {"image": plain.pk, "password": PASSWORD}
     assert as_alice.post(f"/api/v1/vms/{vm.uuid}/rescue/", body, format="json").status_code == 400
-    body["image"] = make_image(rescue=True).pk
+    body["image"] = make_image(rescue=True, on=(vm.node,)).pk
     assert as_alice.post(f"/api/v1/vms/{vm.uuid}/rescue/", body, format="json").status_code == 202
 
 
 def test_iso_inserts_and_ejects(alice, as_alice):
     vm = make_vm(alice)
-    iso = make_image(format=Image.Format.ISO)
+    iso = make_image(format=Image.Format.ISO, on=(vm.node,))
     response = as_alice.post(f"/api/v1/vms/{vm.uuid}/iso/", {"iso": iso.pk, "boot": True}, format="json")
     assert response.status_code == 202
     assert Operation.objects.get().params == {"iso_id": iso.pk, "boot": True}

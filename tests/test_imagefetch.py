@@ -225,6 +225,21 @@ def slow(seconds: float):
     return route
 
 
+def trickle(data: bytes, *, piece: int, every: float):
+    """A server that never pauses long enough for a read timeout, but takes long for the whole file."""
+
+    def route(handler):
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        for start in range(0, len(data), piece):
+            handler.wfile.write(data[start : start + piece])
+            handler.wfile.flush()
+            time.sleep(every)
+
+    return route
+
+
 # --- images -----------------------------------------------------------------------------------
 
 
@@ -682,6 +697,36 @@ def test_it_times_out(server, dest):
         download(server.url("/slow"), str(dest), max_bytes=MiB, allow_private=True, timeout=0.3)
     assert time.monotonic() - started < 2
     assert listing(dest) == []
+
+
+def test_it_stops_a_download_that_trickles_past_the_overall_time_limit(server, dest):
+    # 4 KiB every 50 ms: each read answers at once, the whole 3 MiB would take 40 s.
+    server.routes["/trickle.img"] = trickle(mbr_disk(), piece=4096, every=0.05)
+    started = time.monotonic()
+    with pytest.raises(FetchRefused, match=r"^the download did not finish within the 1\.5 s allowed$"):
+        download(
+            server.url("/trickle.img"), str(dest), max_bytes=4 * MiB, allow_private=True, total_timeout=1.5
+        )
+    assert 1.4 < time.monotonic() - started < 2.5
+    assert listing(dest) == []  # no partial file
+
+
+def test_the_overall_time_limit_also_bounds_waiting_for_the_answer(server, dest):
+    server.routes["/slow"] = slow(3)
+    started = time.monotonic()
+    with pytest.raises(FetchRefused, match=r"did not finish within the 0\.5 s allowed"):
+        download(server.url("/slow"), str(dest), max_bytes=MiB, allow_private=True, total_timeout=0.5)
+    assert time.monotonic() - started < 1.5
+    assert listing(dest) == []
+
+
+def test_a_download_within_the_overall_time_limit_is_kept(server, dest):
+    data = mbr_disk(64 * 1024)
+    server.routes["/trickle.img"] = trickle(data, piece=16 * 1024, every=0.05)
+    fetched = download(
+        server.url("/trickle.img"), str(dest), max_bytes=MiB, allow_private=True, total_timeout=10
+    )
+    assert (fetched.format, fetched.size_bytes) == ("raw", len(data))
 
 
 def test_it_reports_a_refused_connection(dest):

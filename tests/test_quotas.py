@@ -43,9 +43,11 @@ def test_a_create_past_a_limit_is_refused_and_says_which(alice, enqueued, limit,
     make_vm(alice, plan=plan)
     setattr(alice, limit, {"max_vms": 1, "max_vcpus": 2, "max_memory_mib": 1024}[limit])
     alice.save()
-    make_node()
+    node = make_node()
     with pytest.raises(actions.ActionRefused, match=message):
-        actions.create_vm(owner=alice, plan=plan, image=make_image(), hostname="one-more", password=PASSWORD)
+        actions.create_vm(
+            owner=alice, plan=plan, image=make_image(on=[node]), hostname="one-more", password=PASSWORD
+        )
     assert VirtualMachine.objects.count() == 1
 
 
@@ -71,8 +73,7 @@ def test_the_portal_shows_usage_against_limits(client, alice):
 def test_twenty_parallel_creates_with_a_limit_of_three_give_exactly_three(enqueued):
     """Run on SQLite and on PostgreSQL (scripts/test.sh): the lock and the count share one transaction."""
     owner = make_user("racer", max_vms=3)
-    plan, image = make_plan(), make_image()
-    make_node()
+    plan, image = make_plan(), make_image(on=[make_node()])
     start = threading.Barrier(20)
     outcomes = []
 

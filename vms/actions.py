@@ -17,10 +17,19 @@ class ActionRefused(Exception):
     """The action cannot be done now; the message is for the user."""
 
 
-def pick_node(plan: Plan) -> Node:
-    """The online node with the most free memory after its VMs (simple placement)."""
-    nodes = list(Node.objects.filter(status=NodeStatus.ONLINE))
+def pick_node(plan: Plan, image: Image) -> Node:
+    """Of the online nodes whose pool holds the image, the one with the most free memory after its VMs.
+
+    A node that lacks the image (just added, or back after being away) gets it from the image sync
+    (library.sync_node) and is picked from then on.
+    """
+    online = Node.objects.filter(status=NodeStatus.ONLINE)
+    nodes = list(online.filter(image_placements__image=image, image_placements__ready=True))
     if not nodes:
+        if online.exists():
+            raise ActionRefused(
+                f"{image} is not on any available hypervisor node yet. Please try again in a few minutes."
+            )
         raise ActionRefused("No hypervisor node is available right now. Please try again later.")
 
     def free_memory(node: Node) -> int:
@@ -42,7 +51,7 @@ def create_vm(
     user_data: str = "",
 ) -> VirtualMachine:
     """Record a new VM and its create operation; the first-boot settings go to its seed."""
-    node = pick_node(plan)
+    node = pick_node(plan, image)
     params = first_boot_params(password, ssh_keys, user_data)
     try:
         with transaction.atomic():
@@ -63,7 +72,7 @@ def create_vm(
 def reinstall(vm: VirtualMachine, user, *, image: Image, password="", ssh_keys=(), user_data="") -> Operation:
     """Rebuild the VM's disk from `image` with a fresh seed; everything on the old disk is lost."""
     params = {"image_id": image.pk, **first_boot_params(password, ssh_keys, user_data)}
-    return request(vm, user, OperationKind.REINSTALL, params)
+    return request(vm, user, OperationKind.REINSTALL, params, image=image)
 
 
 def reset_password(vm: VirtualMachine, user, password: str) -> Operation:
@@ -75,12 +84,13 @@ def reset_password(vm: VirtualMachine, user, password: str) -> Operation:
 def rescue(vm: VirtualMachine, user, *, image: Image, password="", ssh_keys=()) -> Operation:
     """Boot `image` as a rescue system with the VM's disk as its second disk."""
     params = {"image_id": image.pk, **first_boot_params(password, ssh_keys, "")}
-    return request(vm, user, OperationKind.RESCUE, params)
+    return request(vm, user, OperationKind.RESCUE, params, image=image)
 
 
 def change_iso(vm: VirtualMachine, user, iso: Image | None, boot: bool = False) -> Operation:
     """Insert `iso` into the VM's CD drive (None ejects); with `boot`, the VM starts from it next time."""
-    return request(vm, user, OperationKind.CHANGE_ISO, {"iso_id": iso.pk if iso else None, "boot": boot})
+    params = {"iso_id": iso.pk if iso else None, "boot": boot}
+    return request(vm, user, OperationKind.CHANGE_ISO, params, image=iso)
 
 
 def resize(vm: VirtualMachine, user, plan: Plan) -> Operation:
@@ -127,10 +137,15 @@ def first_boot_params(password: str, ssh_keys, user_data: str) -> dict:
     }
 
 
-def request(vm: VirtualMachine, user, kind: str, params: dict | None = None) -> Operation:
-    """Ask for `kind` (start, shutdown, force_off, reboot, reinstall, delete) on `vm`."""
+def request(
+    vm: VirtualMachine, user, kind: str, params: dict | None = None, image: Image | None = None
+) -> Operation:
+    """Ask for `kind` (start, shutdown, force_off, reboot, reinstall, delete) on `vm`; `image` is one
+    the operation puts on the VM (reinstall, rescue, ISO), which must be in its node's pool."""
     try:
         _check_allowed(vm, kind)
+        if image is not None and not image.is_on(vm.node):
+            raise ActionRefused(f"{image} is not on this VM's node yet. Please try again in a few minutes.")
     except ActionRefused as refusal:
         audit.record(f"vm.{kind}", vm, outcome="refused", detail=str(refusal))
         raise

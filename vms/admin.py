@@ -7,11 +7,12 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.db import transaction
 from django.db.models import Count, Q
+from django.urls import path
 
 from accounts import audit
 from accounts.admin import AuditedAdmin, ReadOnlyAdmin
 
-from . import actions, catalog, imagefetch
+from . import actions, catalog, imagefetch, uploads
 from .choices import OperationKind, VMState
 from .models import Image, Node, Operation, Plan, VirtualMachine
 from .tasks import fetch_image, remove_image_volumes
@@ -75,7 +76,15 @@ class PlanAdmin(AuditedAdmin):
 
 
 class ImageForm(forms.ModelForm):
-    """Add an image by URL (downloaded and checked by a task), or name a volume already in the pools."""
+    """Add an image by URL (downloaded and checked by a task), by uploading a file (checked here, placed
+    by a task), or by naming a volume already in the pools."""
+
+    upload = forms.FileField(
+        label="or upload a file",
+        required=False,
+        help_text="A qcow2, raw disk or ISO file from your computer, "
+        f"at most {imagefetch.size_text(settings.KVMPANEL_IMAGE_MAX_BYTES).split(' (')[0]}.",
+    )
 
     class Meta:
         model = Image
@@ -91,6 +100,11 @@ class ImageForm(forms.ModelForm):
             "rescue",
             "active",
         ]
+        help_texts = {
+            "checksum_sha256": "Optional: the downloaded or uploaded file must match it. "
+            "Filled in from the file.",
+            "volume_name": "Volume name in each node's storage pool (leave it empty: the panel picks one).",
+        }
 
     def clean_source_url(self):
         url = self.cleaned_data["source_url"]
@@ -107,11 +121,41 @@ class ImageForm(forms.ModelForm):
             raise forms.ValidationError("A SHA-256 checksum is 64 hexadecimal characters.")
         return checksum
 
+    def clean_upload(self):
+        upload = self.cleaned_data.get("upload")
+        if upload and not isinstance(upload, uploads.ImageUpload):
+            # Only the add page streams uploads to disk (ImageAdmin.get_urls); nowhere else takes files.
+            raise forms.ValidationError("Files can only be uploaded on the page that adds an image.")
+        if upload and upload.refusal:
+            raise forms.ValidationError(upload.refusal)
+        return upload
+
     def clean(self):
         cleaned = super().clean()
-        if not self.instance.pk and not cleaned.get("source_url") and not cleaned.get("volume_name"):
-            raise forms.ValidationError("Give a download URL, or the name of a volume already in the pools.")
+        if self.instance.pk:
+            return cleaned
+        url, upload = cleaned.get("source_url"), cleaned.get("upload")
+        if url and (upload or "upload" in self.errors):
+            raise forms.ValidationError("Give either a download URL or a file to upload, not both.")
+        given = url or upload or cleaned.get("volume_name")
+        if not given and not self.has_error("source_url") and not self.has_error("upload"):
+            raise forms.ValidationError(
+                "Give a download URL or a file to upload (or the name of a volume already in the pools)."
+            )
+        if upload and not self.has_error("checksum_sha256"):
+            self._accept(upload, cleaned.get("checksum_sha256", ""))
         return cleaned
+
+    def _accept(self, upload: uploads.ImageUpload, checksum: str) -> None:
+        """The checks a download passes (checksum, format from the bytes): one implementation for both."""
+        try:
+            fetched = imagefetch.accept_file(
+                upload.path, size=upload.size, sha256=upload.sha256, expected_sha256=checksum
+            )
+        except imagefetch.FetchRefused as refusal:
+            self.add_error("upload", str(refusal)[:1].upper() + str(refusal)[1:])
+            return
+        upload.accepted(fetched)
 
 
 @admin.register(Image)
@@ -123,11 +167,53 @@ class ImageAdmin(admin.ModelAdmin):
     actions = ["retry_download"]
 
     def get_readonly_fields(self, request, obj=None):
-        facts = ("status_and_progress", "error", "format", "size_bytes", "created_at")
+        facts = ("status_and_progress", "error", "format", "size_bytes", "on_nodes", "created_at")
         if obj is None:
-            return facts
+            return ()
         # The file is fixed once added: a new file is a new image.
         return (*facts, "source_url", "checksum_sha256", "volume_name")
+
+    def get_fieldsets(self, request, obj=None):
+        about = ("name", "os_family", "min_disk_gb", "default_user", "cloud_init", "rescue", "active")
+        if obj is not None:
+            source = ("source_url", "checksum_sha256", "volume_name")
+            facts = ("status_and_progress", "error", "format", "size_bytes", "on_nodes", "created_at")
+            return ((None, {"fields": about}), ("The file", {"fields": (*source, *facts)}))
+        return (
+            (None, {"fields": about}),
+            (
+                "The file",
+                {
+                    "fields": ("source_url", "upload", "checksum_sha256", "volume_name"),
+                    "description": "Give a download URL, or upload a file from your computer: the panel "
+                    "checks it (qcow2, raw disk with a partition table, or ISO; the SHA-256 when given) "
+                    "and copies it into every node's pool. Or name a volume already in the pools.",
+                },
+            ),
+        )
+
+    def get_urls(self):
+        # The add page takes uploads: its handler must be set before anything reads the request's body,
+        # so the page is exempt from the CSRF middleware (which reads it) and changeform_view checks
+        # the token itself, after the handler is in place.
+        def add_view(request, form_url="", extra_context=None):
+            handler = uploads.use_image_upload_handler(request)
+            try:
+                return self.add_view(request, form_url, extra_context)
+            finally:
+                uploads.discard_unclaimed(handler)
+
+        add_view.csrf_exempt = True
+        info = self.opts.app_label, self.opts.model_name
+        add_url = path("add/", self.admin_site.admin_view(add_view), name="{}_{}_add".format(*info))
+        return [add_url, *(url for url in super().get_urls() if url.name != add_url.name)]
+
+    @admin.display(description="in the pools of")
+    def on_nodes(self, image):
+        nodes = [
+            placement.node.name for placement in image.placements.select_related("node") if placement.ready
+        ]
+        return ", ".join(nodes) or "no node yet"
 
     @admin.display(description="size")
     def size(self, image):
@@ -141,7 +227,11 @@ class ImageAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         if not change:
-            if catalog.add_image(obj):
+            upload = form.cleaned_data.get("upload")
+            if upload:
+                catalog.add_uploaded_image(obj, upload)
+                messages.info(request, f"Copying {obj.name} to the nodes; this page shows its progress.")
+            elif catalog.add_image(obj):
                 messages.info(request, f"Downloading {obj.name}; this page shows its progress.")
             return
         super().save_model(request, obj, form, change)

@@ -23,6 +23,7 @@ import socket
 import ssl
 import struct
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO
@@ -279,6 +280,9 @@ class _PinnedConnection(http.client.HTTPConnection):
         super().__init__(target.host, target.port, timeout=timeout)
         self.default_port = DEFAULT_PORTS[target.scheme]  # so Host: names the port only when unusual
         self._target = target
+        # Kept after http.client lets go of `sock` (it does once the answer says "Connection: close";
+        # the answer still reads from it): the read timeout is changed on it as the deadline nears.
+        self.pinned_socket: socket.socket | None = None
 
     def connect(self) -> None:
         sock = self._first_reachable()
@@ -288,7 +292,7 @@ class _PinnedConnection(http.client.HTTPConnection):
             except OSError:
                 sock.close()
                 raise
-        self.sock = sock
+        self.sock = self.pinned_socket = sock
 
     def _first_reachable(self) -> socket.socket:
         last_error: OSError | None = None
@@ -301,12 +305,41 @@ class _PinnedConnection(http.client.HTTPConnection):
         raise last_error
 
 
+class _Deadline:
+    """The whole download's time limit: every connect and read waits at most what is left of it."""
+
+    def __init__(self, seconds: float | None):
+        self.seconds = seconds
+        self._at = None if seconds is None else time.monotonic() + seconds
+
+    def left(self) -> float | None:
+        return None if self._at is None else self._at - time.monotonic()
+
+    def bound(self, timeout: float) -> float:
+        """`timeout`, or less when the download must end sooner; refuses once the time is up."""
+        left = self.left()
+        if left is None:
+            return timeout
+        if left <= 0:
+            raise self.exceeded()
+        return min(timeout, left)
+
+    def passed(self) -> bool:
+        left = self.left()
+        return left is not None and left <= 0
+
+    def exceeded(self) -> "FetchRefused":
+        return FetchRefused(f"the download did not finish within the {self.seconds:g} s allowed")
+
+
 @contextlib.contextmanager
-def _network_errors(target: _Target, timeout: float) -> Iterator[None]:
+def _network_errors(target: _Target, timeout: float, deadline: _Deadline | None = None) -> Iterator[None]:
     """Socket, TLS and HTTP errors as FetchRefused with a sentence an operator can act on."""
     try:
         yield
     except TimeoutError as error:
+        if deadline is not None and deadline.passed():
+            raise deadline.exceeded() from error
         raise FetchRefused(f"{target.shown} did not answer within {timeout:g} s") from error
     except ssl.SSLCertVerificationError as error:
         raise FetchRefused(
@@ -326,10 +359,12 @@ def _network_errors(target: _Target, timeout: float) -> Iterator[None]:
         raise FetchRefused(f"could not reach {target.host}: {error.strerror or error}") from error
 
 
-def _get(target: _Target, timeout: float) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
-    connection = _PinnedConnection(target, timeout)
+def _get(
+    target: _Target, timeout: float, deadline: _Deadline
+) -> tuple[_PinnedConnection, http.client.HTTPResponse]:
+    connection = _PinnedConnection(target, deadline.bound(timeout))
     try:
-        with _network_errors(target, timeout):
+        with _network_errors(target, timeout, deadline):
             connection.request(
                 "GET",
                 target.request_target,
@@ -342,12 +377,12 @@ def _get(target: _Target, timeout: float) -> tuple[http.client.HTTPConnection, h
 
 
 def _get_following_redirects(
-    url: str, *, allow_private: bool, timeout: float, max_redirects: int
-) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse, _Target]:
+    url: str, *, allow_private: bool, timeout: float, max_redirects: int, deadline: _Deadline
+) -> tuple[_PinnedConnection, http.client.HTTPResponse, _Target]:
     """The first answer that is not a redirect; every URL on the way is checked before use."""
     target = _checked_target(url, allow_private=allow_private)
     for hop in range(max_redirects + 1):
-        connection, response = _get(target, timeout)
+        connection, response = _get(target, timeout, deadline)
         if response.status not in REDIRECT_STATUSES:
             return connection, response, target
         location = (response.getheader("Location") or "").strip()
@@ -372,9 +407,7 @@ def _declared_length(response: http.client.HTTPResponse, target: _Target, max_by
         raise FetchRefused(f"{target.shown} answered HTTP {_status_text(response.status)}")
     declared = response.length  # http.client's parsed Content-Length, None when absent or chunked
     if declared is not None and declared > max_bytes:
-        raise FetchRefused(
-            f"the file is {_size_text(declared)}, more than the {_size_text(max_bytes)} allowed"
-        )
+        raise FetchRefused(f"the file is {size_text(declared)}, more than the {size_text(max_bytes)} allowed")
     return declared
 
 
@@ -386,7 +419,7 @@ def _status_text(status: int) -> str:
         return str(status)
 
 
-def _size_text(size: int) -> str:
+def size_text(size: int) -> str:
     for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if size >= scale:
             return f"{size / scale:.1f} {unit} ({size} bytes)"
@@ -419,6 +452,7 @@ def _removed_on_failure(path: str) -> Iterator[None]:
 
 
 def _stream(
+    connection: _PinnedConnection,
     response: http.client.HTTPResponse,
     handle: IO[bytes],
     *,
@@ -427,18 +461,22 @@ def _stream(
     max_bytes: int,
     progress: Progress | None,
     timeout: float,
+    deadline: _Deadline,
 ) -> tuple[int, str]:
     """Copy the body into `handle`, hashing as it goes; returns (size, sha256 hex)."""
     digest = hashlib.sha256()
     done = reported = 0
     while True:
-        with _network_errors(target, timeout):
+        with _network_errors(target, timeout, deadline):
+            if deadline.seconds is not None and not response.isclosed():
+                # A server that trickles bytes never trips the per-read timeout: the deadline stops it.
+                connection.pinned_socket.settimeout(deadline.bound(timeout))
             chunk = response.read(CHUNK_BYTES)
         if not chunk:
             break
         done += len(chunk)
         if done > max_bytes:
-            raise FetchRefused(f"{target.shown} sent more than the {_size_text(max_bytes)} allowed")
+            raise FetchRefused(f"{target.shown} sent more than the {size_text(max_bytes)} allowed")
         digest.update(chunk)
         with _disk_errors(os.path.dirname(handle.name)):
             handle.write(chunk)
@@ -471,22 +509,25 @@ def download(
     allow_private: bool = False,
     progress: Progress | None = None,
     timeout: float = 30.0,
+    total_timeout: float | None = None,
     max_redirects: int = 5,
 ) -> Fetched:
     """Fetch `url` into a new file in `dest_dir` and check it is a disk image we can use.
 
     Raises FetchRefused, leaving nothing in `dest_dir`, for a refused URL or redirect, an HTTP
     error, a timeout, more than `max_bytes`, a checksum mismatch or a file that is not an image.
-    `timeout` bounds each connect and each read, not the whole download. `progress(done, total)`
-    is called about every MiB and once at the end; `total` is None when the server did not say.
+    `timeout` bounds each connect and each read; `total_timeout`, when given, the whole download
+    (redirects included). `progress(done, total)` is called about every MiB and once at the end;
+    `total` is None when the server did not say.
     """
     expected = _expected_digest(expected_sha256)
-    if max_bytes <= 0 or max_redirects < 0:
-        raise FetchRefused("the size limit must be positive and the redirect limit not negative")
+    if max_bytes <= 0 or max_redirects < 0 or (total_timeout is not None and total_timeout <= 0):
+        raise FetchRefused("the size and time limits must be positive and the redirect limit not negative")
+    deadline = _Deadline(total_timeout)
     if not os.path.isdir(dest_dir):
         raise FetchRefused(f"the download directory {dest_dir} does not exist")
     connection, response, target = _get_following_redirects(
-        url, allow_private=allow_private, timeout=timeout, max_redirects=max_redirects
+        url, allow_private=allow_private, timeout=timeout, max_redirects=max_redirects, deadline=deadline
     )
     with contextlib.closing(connection):
         declared = _declared_length(response, target, max_bytes)
@@ -496,6 +537,7 @@ def download(
             )
         with _removed_on_failure(handle.name), handle:
             size, sha256 = _stream(
+                connection,
                 response,
                 handle,
                 target=target,
@@ -503,15 +545,27 @@ def download(
                 max_bytes=max_bytes,
                 progress=progress,
                 timeout=timeout,
+                deadline=deadline,
             )
-    with _removed_on_failure(handle.name):
+    return accept_file(handle.name, size=size, sha256=sha256, expected_sha256=expected)
+
+
+def accept_file(path: str, *, size: int, sha256: str, expected_sha256: str = "") -> Fetched:
+    """The checks every new image passes, however it arrived (downloaded here, or uploaded by an
+    operator's browser): the expected SHA-256, when given, and the format read from its bytes.
+
+    `path` is a complete `.part` file whose size and SHA-256 were counted as it was written. It is
+    renamed to end in its format and returned as Fetched; on refusal (FetchRefused) it is removed.
+    """
+    with _removed_on_failure(path):
+        expected = _expected_digest(expected_sha256)
         if expected and expected != sha256:
             raise FetchRefused(f"checksum mismatch: expected SHA-256 {expected[:12]}…, got {sha256[:12]}…")
-        image_format, virtual_size = detect_format(handle.name)
-        path = handle.name.removesuffix(PART_SUFFIX) + "." + image_format
-        with _disk_errors(dest_dir):
-            os.replace(handle.name, path)
-    return Fetched(path, size, sha256, image_format, virtual_size)
+        image_format, virtual_size = detect_format(path)
+        accepted = path.removesuffix(PART_SUFFIX) + "." + image_format
+        with _disk_errors(os.path.dirname(path)):
+            os.replace(path, accepted)
+    return Fetched(accepted, size, sha256, image_format, virtual_size)
 
 
 # --- what the bytes are -----------------------------------------------------------------------
@@ -586,6 +640,6 @@ def _describe_other(head: bytes, size: int) -> str:
     if all(byte >= 0x20 or byte in b"\t\n\r\f" for byte in sample):
         return "it is a text file"
     return (
-        f"{_size_text(size)} of data with no qcow2 header, no ISO 9660 volume descriptor "
+        f"{size_text(size)} of data with no qcow2 header, no ISO 9660 volume descriptor "
         "and no partition table (MBR or GPT)"
     )

@@ -4,7 +4,7 @@ import hashlib
 from pathlib import Path
 
 from . import hypervisor
-from .models import Image, Node
+from .models import Image, ImagePlacement, Node
 
 
 def sha256_of(path: Path) -> str:
@@ -33,4 +33,7 @@ def install_image(
         volume_name=volume_name,
         defaults={"name": name, "checksum_sha256": actual, "size_bytes": source.stat().st_size, **fields},
     )
+    placement, _ = ImagePlacement.objects.get_or_create(image=image, node=node)
+    if not placement.ready:
+        placement.mark_ready()
     return image

@@ -185,6 +185,13 @@ class Image(models.Model):
     )
     active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    nodes = models.ManyToManyField(
+        Node,
+        through="ImagePlacement",
+        related_name="images",
+        blank=True,
+        help_text="Nodes whose pool holds this image (VMs are only placed there).",
+    )
 
     objects = ImageQuerySet.as_manager()
 
@@ -219,6 +226,34 @@ class Image(models.Model):
         if not self.total_bytes:
             return None
         return min(100, 100 * self.downloaded_bytes // self.total_bytes)
+
+    def is_on(self, node: Node) -> bool:
+        """Whether the node's pool holds a complete, checked copy."""
+        return self.placements.filter(node=node, ready=True).exists()
+
+
+class ImagePlacement(models.Model):
+    """An image's volume in one node's pool. The row is written before the volume, `ready` once it is
+    complete and checked: a volume whose row is not ready is the panel's own unfinished copy (a
+    worker died while writing it), safe to replace; a volume with no row is not the panel's to delete.
+    """
+
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="placements")
+    node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="image_placements")
+    ready = models.BooleanField(default=False)
+    placed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["image", "node"], name="one_placement_per_image_and_node")
+        ]
+
+    def __str__(self):
+        return f"{self.image} on {self.node}"
+
+    def mark_ready(self) -> None:
+        self.ready, self.placed_at = True, timezone.now()
+        self.save(update_fields=["ready", "placed_at"])
 
 
 class VirtualMachineQuerySet(models.QuerySet):

@@ -1,13 +1,18 @@
 """Registering nodes and keeping their facts (capacity, reachability) current."""
 
 import hashlib
+import logging
 
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
+from kombu.exceptions import OperationalError
 
 from . import hypervisor
 from .choices import NodeStatus
-from .models import Node
+from .models import Image, ImagePlacement, Node
+
+log = logging.getLogger(__name__)
 
 
 def bridge_name(network: str) -> str:
@@ -47,6 +52,7 @@ def register_node(
         },
     )
     _record_facts(node, info, pool)
+    request_image_sync(node)  # a new node gets the library's images before VMs are placed on it
     return node
 
 
@@ -62,7 +68,28 @@ def refresh_node(node: Node) -> Node:
         node.save(update_fields=["status", "last_error"])
         return node
     _record_facts(node, info, pool)
+    if lacks_images(node):  # images placed while it was away, or while it was being added
+        request_image_sync(node)
     return node
+
+
+def lacks_images(node: Node) -> bool:
+    """Whether a ready image is not (yet) recorded in the node's pool: a database question only."""
+    ready_here = ImagePlacement.objects.filter(node=node, ready=True).values("image")
+    return Image.objects.filter(status=Image.Status.READY).exclude(pk__in=ready_here).exists()
+
+
+def request_image_sync(node: Node) -> None:
+    """Once committed: the node's queue copies over the ready images its pool lacks (library.sync_node)."""
+    from .tasks import sync_node_images
+
+    def enqueue():
+        try:
+            sync_node_images.apply_async((node.pk,), queue=node.queue)
+        except OperationalError as error:  # the broker is away: the periodic refresh asks again
+            log.warning("could not ask for an image sync of %s: %s", node, error)
+
+    transaction.on_commit(enqueue)
 
 
 def _record_facts(node: Node, info: hypervisor.NodeInfo, pool: hypervisor.PoolInfo) -> None:

@@ -4,9 +4,11 @@ Running a task twice ends in the same state, so at-least-once delivery
 (acks_late, reject on worker loss) is safe.
 """
 
+import contextlib
 import logging
 from collections.abc import Callable
 
+import redis
 from celery import Task, shared_task
 from django.conf import settings
 from django.utils import timezone
@@ -14,7 +16,7 @@ from django.utils import timezone
 from accounts import audit
 
 from . import hypervisor, library, provisioning, reconcile, usage
-from .choices import OperationKind, VMState
+from .choices import NodeStatus, OperationKind, VMState
 from .live import publish_vm_changed
 from .models import Image, Node, Operation, Plan, VirtualMachine
 from .nodes import refresh_node
@@ -23,6 +25,8 @@ log = logging.getLogger(__name__)
 
 # A worker killed mid-task hands the task back; after this many tries we give up.
 MAX_ATTEMPTS = 5
+# An image sync that dies without releasing its lock blocks the next one for this long at most.
+IMAGE_SYNC_LOCK_SECONDS = 6 * 3600
 
 # What an operation does on the node: (session, VM, the operation's parameters) -> the VM's new state.
 Work = Callable[[hypervisor.NodeSession, VirtualMachine, dict], str]
@@ -302,6 +306,40 @@ def fetch_image(image_id: int) -> None:
     ).first()
     if image is not None:
         library.fetch_and_place(image)
+
+
+@shared_task(name="vms.tasks.place_uploaded_image", acks_late=True, reject_on_worker_lost=True)
+def place_uploaded_image(image_id: int, path: str) -> None:
+    """Place an image uploaded in the backoffice on every online node, then remove the uploaded file."""
+    image = Image.objects.filter(pk=image_id, status=Image.Status.PLACING).first()
+    if image is None:
+        log.warning("image %s is gone or no longer being placed; dropping its upload", image_id)
+        library.discard_upload(path)
+        return
+    library.place_upload(image, path)
+
+
+@shared_task(name="vms.tasks.sync_node_images", acks_late=True, reject_on_worker_lost=True)
+def sync_node_images(node_id: int) -> dict[str, str]:
+    """Copy the ready images a node lacks into its pool (library.sync_node), one sync per node at a time."""
+    node = Node.objects.filter(pk=node_id, status=NodeStatus.ONLINE).first()
+    if node is None:
+        return {}
+    # Two syncs of one node would see each other's copy in progress as unfinished and replace it.
+    lock = redis.Redis.from_url(settings.REDIS_URL).lock(
+        f"kvmpanel:image-sync:{node.pk}", timeout=IMAGE_SYNC_LOCK_SECONDS, blocking=False
+    )
+    if not lock.acquire():
+        log.info("an image sync of %s is already running", node)
+        return {}
+    try:
+        return library.sync_node(node)
+    except hypervisor.HypervisorError as error:
+        log.warning("image sync of %s failed: %s", node, error)
+        return {}
+    finally:
+        with contextlib.suppress(redis.exceptions.LockError):
+            lock.release()
 
 
 @shared_task(name="vms.tasks.remove_image_volumes")

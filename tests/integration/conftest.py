@@ -206,7 +206,7 @@ def node(transactional_db, libvirt_env) -> Node:
 
 @pytest.fixture
 def demo_image(node):
-    return make_image(name="Debian 12 (test)", volume_name=IMAGE_VOLUME, min_disk_gb=2)
+    return make_image(name="Debian 12 (test)", volume_name=IMAGE_VOLUME, min_disk_gb=2, on=[node])
 
 
 @pytest.fixture
@@ -295,6 +295,13 @@ def chromium(tmp_path_factory):
         yield context
         context.close()
         ip_monitor.terminate()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Browser tests last. Once the session's Chromium runs, Playwright keeps an event loop in the
+    main thread, where async_to_sync (publishing a change to open pages) then refuses to run: a test
+    that calls actions.* directly after any browser test would fail."""
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)  # stable: order kept
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

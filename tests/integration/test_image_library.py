@@ -6,13 +6,16 @@ import http.server
 import secrets
 import subprocess
 import threading
+import time
 
 import pytest
 
-from vms import library
+from vms import actions, hypervisor, library, tasks
 from vms.models import Image
+from vms.nodes import register_node
 
-from .conftest import virsh
+from ..factories import make_plan
+from .conftest import GUEST_IMAGE, IMAGE_VOLUME, LOCAL_URI, virsh
 
 pytestmark = pytest.mark.integration
 
@@ -80,3 +83,47 @@ def test_a_bad_download_fails_visibly_and_leaves_nothing(
     assert image.volume_name not in virsh("vol-list", node.pool_name).stdout
     assert list(downloads.iterdir()) == []
     assert not Image.objects.usable().filter(pk=image.pk).exists()  # customers never see it
+
+
+@pytest.fixture
+def second_node(node, libvirt_env):
+    """The same libvirtd under a second URI with a pool of its own: a node added later, as libvirt sees it."""
+    tag = secrets.token_hex(3)
+    pool = f"test-kvmpanel-{tag}"
+    added = register_node(
+        "test-node-2",
+        "qemu+unix:///system",
+        pool_name=pool,
+        pool_path=f"/var/lib/kvmpanel/test-pools/{tag}",
+        network_name=libvirt_env["network"],
+    )
+    yield added
+    with hypervisor.connect(LOCAL_URI) as session:
+        for volume in session.volume_names(pool):
+            session.delete_volume(pool, volume)
+        session.delete_pool(pool)
+
+
+def test_a_new_node_gets_the_librarys_images_from_another_nodes_pool(node, second_node, demo_image):
+    """The guest image goes from the first node's pool to the new node's through two libvirt streams."""
+    demo_image.checksum_sha256 = hashlib.sha256(GUEST_IMAGE.read_bytes()).hexdigest()
+    demo_image.size_bytes = GUEST_IMAGE.stat().st_size
+    demo_image.save()
+    assert not demo_image.is_on(second_node)
+    assert actions.pick_node(make_plan(), demo_image) == node  # VMs go only where the image is
+
+    started = time.monotonic()
+    outcome = tasks.sync_node_images(second_node.pk)
+    took = time.monotonic() - started
+
+    assert outcome == {demo_image.name: f"copied from {node}"}
+    print(f"copied {demo_image.size_bytes / 2**20:.0f} MiB between pools in {took:.1f} s")
+    assert demo_image.is_on(second_node)
+    with hypervisor.connect(second_node.uri) as session:
+        copy_path = session.volume_path(second_node.pool_name, IMAGE_VOLUME)
+        assert session.volume_sha256(second_node.pool_name, IMAGE_VOLUME) == demo_image.checksum_sha256
+    volume_xml = virsh("vol-dumpxml", "--pool", second_node.pool_name, IMAGE_VOLUME).stdout
+    assert "<format type='qcow2'/>" in volume_xml  # libvirt probed the copy, as after an upload
+    info = subprocess.run(["qemu-img", "info", copy_path], capture_output=True, text=True, check=True)
+    assert "file format: qcow2" in info.stdout
+    assert tasks.sync_node_images(second_node.pk) == {}  # nothing left to copy

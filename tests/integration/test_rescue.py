@@ -71,7 +71,9 @@ def rescue_system(node):
     volume = f"test-rescue-{os.getpid()}.qcow2"
     with hypervisor.connect(node.uri) as session:
         session.upload_volume(node.pool_name, volume, str(RESCUE_IMAGE))
-    return Image.objects.create(name="Rescue (Debian 12)", volume_name=volume, rescue=True)
+    image = Image.objects.create(name="Rescue (Debian 12)", volume_name=volume, rescue=True)
+    image.placements.update_or_create(node=node, defaults={"ready": True})
+    return image
 
 
 @pytest.fixture

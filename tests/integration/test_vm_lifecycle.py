@@ -303,7 +303,9 @@ def library_iso(node):
     volume = f"test-iso-{os.getpid()}.iso"
     with hypervisor.connect(node.uri) as session:
         session.upload_bytes(node.pool_name, volume, data.getvalue())
-    return Image.objects.create(name="Tools CD", volume_name=volume, format="iso")
+    iso = Image.objects.create(name="Tools CD", volume_name=volume, format="iso")
+    iso.placements.update_or_create(node=node, defaults={"ready": True})
+    return iso
 
 
 def check_password_reset_and_iso(page, vm, iso):

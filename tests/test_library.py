@@ -1,0 +1,44 @@
+"""The image library's tasks: downloads that fail say why on the row and leave nothing behind."""
+
+import time
+
+import pytest
+
+from vms import library
+from vms.models import Image
+
+from .factories import make_image
+from .test_imagefetch import LocalServer, mbr_disk, trickle
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def server():
+    local = LocalServer()
+    yield local
+    local.stop()
+
+
+@pytest.fixture
+def downloads(settings, tmp_path):
+    settings.KVMPANEL_IMAGE_ALLOW_PRIVATE = True  # the test server is on loopback
+    settings.KVMPANEL_DOWNLOAD_DIR = str(tmp_path / "downloads")
+    return tmp_path / "downloads"
+
+
+def test_a_download_slower_than_the_time_limit_fails_on_the_row_and_leaves_no_file(
+    server, downloads, settings
+):
+    settings.KVMPANEL_IMAGE_DOWNLOAD_TIMEOUT = 1
+    server.routes["/slow.img"] = trickle(mbr_disk(), piece=4096, every=0.05)  # would take 40 s
+    image = make_image(source_url=server.url("/slow.img"), volume_name="", status=Image.Status.PENDING)
+
+    started = time.monotonic()
+    library.fetch_and_place(image)
+
+    image.refresh_from_db()
+    assert time.monotonic() - started < 3
+    assert image.status == "failed"
+    assert image.error == "the download did not finish within the 1 s allowed"
+    assert list(downloads.iterdir()) == []
