@@ -42,7 +42,7 @@ from django.core.management import call_command  # noqa: E402
 
 from vms import hypervisor  # noqa: E402
 from vms.hypervisor import xml  # noqa: E402
-from vms.models import Image, Plan  # noqa: E402
+from vms.models import Image, ImagePlacement, Plan  # noqa: E402
 from vms.nodes import bridge_name, register_node  # noqa: E402
 
 
@@ -61,8 +61,19 @@ def prepare():
     node = register_node(NODE, URI, pool_name=POOL, network_name=NETWORK)
     plan = Plan.objects.create(name="bench", vcpus=1, memory_mib=512, disk_gb=4)
     image = Image.objects.create(volume_name=IMAGE_VOLUME, name="bench image")
+    ImagePlacement.objects.create(image=image, node=node, ready=True)  # uploaded above
     user = User.objects.create_user(username="bench", password=BENCH_PASSWORD)
     return plan, image, user, node
+
+
+def sign_in(client, user) -> None:
+    """Signed in as if the password was just typed (deleting a VM asks for it again otherwise)."""
+    from accounts import reauth
+
+    client.force_login(user)
+    session = client.session
+    session[reauth.CONFIRMED_AT] = time.time() + 24 * 3600  # recent for the whole run
+    session.save()
 
 
 def start_vm(vm) -> None:

@@ -94,7 +94,7 @@ def main():
         plan, image, user, _node = prepare()
         worker = start_worker()
         client = Client(HTTP_HOST="127.0.0.1")
-        client.force_login(user)
+        _setup.sign_in(client, user)
         conn = libvirt.open(URI)
         panel, raw = [], []
         for n in range(args.runs):

@@ -45,10 +45,10 @@ def big_disk(tmp_path) -> tuple[Path, str]:
 @pytest.fixture
 def operator_page(page, panel_server, transactional_db):
     operator = make_user("upload-operator", is_staff=True, is_superuser=True)
-    page.goto(f"{panel_server}/backoffice/login/?next=/backoffice/vms/image/add/")
+    page.goto(f"{panel_server}/accounts/login/?next=/backoffice/vms/image/add/")  # the panel's sign-in
     page.fill("#id_username", operator.username)
     page.fill("#id_password", "upload-operator-pass-123")
-    page.click("input[type=submit]")
+    page.click("main button[type=submit]")
     page.wait_for_url("**/backoffice/vms/image/add/")
     return page
 
