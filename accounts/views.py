@@ -54,7 +54,7 @@ def ssh_key_delete(request, key_id):
         key.delete()
         messages.success(request, f"Deleted the key “{key.name}”.")
         return redirect("ssh_keys")
-    return render(request, "accounts/ssh_key_delete.html", {"key": key})
+    return render(request, "accounts/ssh_key_delete.html", {"key": key, "back_url": reverse("ssh_keys")})
 
 
 @login_required

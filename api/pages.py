@@ -3,6 +3,7 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
 
@@ -49,4 +50,4 @@ def token_revoke(request, token_id):
         tokens.revoke(token)
         messages.success(request, f"Revoked the token “{token.name}”: it no longer works.")
         return redirect("api_tokens")
-    return render(request, "api/token_revoke.html", {"token": token})
+    return render(request, "api/token_revoke.html", {"token": token, "back_url": reverse("api_tokens")})

@@ -54,6 +54,16 @@ def staff(db):
 
 
 @pytest.fixture
+def enqueued(monkeypatch):
+    """Operations are recorded but no task runs: the list of what would have been enqueued."""
+    from vms import actions
+
+    calls = []
+    monkeypatch.setattr(actions, "enqueue", lambda operation: calls.append(operation))
+    return calls
+
+
+@pytest.fixture
 def sign_in_confirmed(client):
     """Sign `user` in as if they had just typed their password (sensitive pages ask for it again)."""
     from accounts import reauth

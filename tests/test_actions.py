@@ -14,13 +14,6 @@ PASSWORD = "correct-horse-battery-9"  # for the image's default user (its hash g
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def enqueued(monkeypatch):
-    calls = []
-    monkeypatch.setattr(actions, "enqueue", lambda operation: calls.append(operation))
-    return calls
-
-
 def test_a_request_records_an_operation_and_enqueues_it_on_commit(
     alice, alice_vm, enqueued, django_capture_on_commit_callbacks
 ):

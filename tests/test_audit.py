@@ -13,11 +13,6 @@ from .test_tasks import FakeTask
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def enqueued(monkeypatch):
-    monkeypatch.setattr(actions, "enqueue", lambda operation: None)
-
-
 def test_a_request_from_the_portal_records_who_what_and_from_where(client, alice, alice_vm, enqueued):
     client.force_login(alice)
     client.post(reverse("vms:action", args=[alice_vm.uuid, "reboot"]), REMOTE_ADDR="203.0.113.7")

@@ -234,11 +234,6 @@ def test_one_sync_per_node_at_a_time(fleet, image):
 # --- VMs go only where their image is -----------------------------------------------------------
 
 
-@pytest.fixture
-def enqueued(monkeypatch):
-    monkeypatch.setattr(actions, "enqueue", lambda operation: None)
-
-
 def test_a_vm_is_only_placed_on_a_node_that_holds_its_image(alice, enqueued):
     roomy = make_node(memory_mib=65536)  # the most free memory, but no copy of the image
     holder = make_node(memory_mib=4096)

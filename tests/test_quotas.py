@@ -14,13 +14,6 @@ from .factories import make_image, make_node, make_plan, make_user, make_vm
 PASSWORD = "quota-test-pw-42"
 
 
-@pytest.fixture
-def enqueued(monkeypatch):
-    calls = []
-    monkeypatch.setattr(actions, "enqueue", lambda operation: calls.append(operation.pk))
-    return calls
-
-
 @pytest.mark.django_db
 def test_limits_come_from_the_account_or_the_operators_defaults(settings, alice, staff):
     settings.KVMPANEL_QUOTA_DEFAULTS = {"vms": 5, "vcpus": 8, "memory_mib": 4096, "disk_gb": 100}

@@ -5,20 +5,13 @@ from django.urls import reverse
 
 from accounts import suspension
 from accounts.models import AuditEntry
-from vms import actions, reconcile
+from vms import reconcile
 from vms.choices import OperationKind, VMState
 from vms.models import Operation
 
 from .factories import make_user, make_vm
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def enqueued(monkeypatch):
-    calls = []
-    monkeypatch.setattr(actions, "enqueue", lambda operation: calls.append(operation))
-    return calls
 
 
 @pytest.fixture
