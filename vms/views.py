@@ -1,15 +1,11 @@
 """Customer pages. Every read renders from the database only; changes go through vms.actions."""
 
-from urllib.parse import urlencode
-
-from django.conf import settings
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db.models import OuterRef, Subquery
 from django.http import Http404, HttpResponse, JsonResponse
-from django.http.request import split_domain_port
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -284,16 +280,7 @@ def vm_console_token(request, vm_uuid):
     vm = _get_vm_for_user(request.user, vm_uuid)
     if vm.state != VMState.RUNNING:
         return JsonResponse({"error": f"The VM is {vm.get_state_display().lower()}."}, status=409)
-    token = tokens.issue(request.user, vm)
-    return JsonResponse({"url": f"{_console_base_url(request)}?{urlencode({'token': token})}"})
-
-
-def _console_base_url(request) -> str:
-    if settings.KVMPANEL_CONSOLE_URL:
-        return settings.KVMPANEL_CONSOLE_URL
-    scheme = "wss" if request.is_secure() else "ws"
-    host, _port = split_domain_port(request.get_host())
-    return f"{scheme}://{host}:{settings.KVMPANEL_CONSOLE_PORT}/"
+    return JsonResponse({"url": tokens.bridge_url(request, tokens.issue(request.user, vm))})
 
 
 @login_required

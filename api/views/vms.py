@@ -1,8 +1,6 @@
 """VMs and their operations. Access is vms' own: visible_to (staff all, customers their own; else 404),
 and every change goes through vms.actions, which checks the state and writes the audit log."""
 
-from urllib.parse import urlencode
-
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
@@ -14,7 +12,6 @@ from vms import actions, usage
 from vms.choices import OperationKind, VMState
 from vms.consoles import tokens as console_tokens
 from vms.models import Operation, VirtualMachine, VMUsage
-from vms.views import _console_base_url
 
 from ..filters import OperationFilter, VMFilter
 from ..serializers.vms import (
@@ -153,7 +150,7 @@ class VMViewSet(RateLimitedFirst, mixins.ListModelMixin, mixins.RetrieveModelMix
         if vm.state != VMState.RUNNING:
             raise actions.ActionRefused(f"The VM is {vm.get_state_display().lower()}.")
         ticket = console_tokens.issue(request.user, vm)
-        return Response({"url": f"{_console_base_url(request)}?{urlencode({'token': ticket})}"})
+        return Response({"url": console_tokens.bridge_url(request, ticket)})
 
     @extend_schema(
         parameters=[OpenApiParameter("range", OpenApiTypes.STR, enum=list(usage.RANGES), default="hour")],

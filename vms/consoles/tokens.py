@@ -9,9 +9,11 @@ import hashlib
 import json
 import secrets
 from dataclasses import dataclass
+from urllib.parse import urlencode
 
 import redis
 from django.conf import settings
+from django.http.request import split_domain_port
 
 KEY_PREFIX = "kvmpanel:console-token:"
 
@@ -47,3 +49,14 @@ def redeem(token: str) -> Grant | None:
         return None
     data = json.loads(raw)
     return Grant(user_id=int(data["user"]), vm_id=int(data["vm"]))
+
+
+def bridge_url(request, token: str) -> str:
+    """Where the browser opens the console with `token`: KVMPANEL_CONSOLE_URL, or the bridge's port on
+    the host the page came from."""
+    base = settings.KVMPANEL_CONSOLE_URL
+    if not base:
+        scheme = "wss" if request.is_secure() else "ws"
+        host, _port = split_domain_port(request.get_host())
+        base = f"{scheme}://{host}:{settings.KVMPANEL_CONSOLE_PORT}/"
+    return f"{base}?{urlencode({'token': token})}"
