@@ -12,6 +12,8 @@ from accounts import reauth
 from . import tokens
 from .forms import CreateTokenForm
 
+NEW_TOKEN = "kvmpanel_new_api_token"  # noqa: S105 (the session key, not a secret)
+
 
 def _get_token_for_user(user, token_id):
     """The token if it is this user's own; otherwise 404 (staff too)."""
@@ -22,9 +24,12 @@ def _get_token_for_user(user, token_id):
 @login_required
 @never_cache  # the page that shows a new token must not be kept by any cache
 def token_list(request):
-    """The user's tokens, and the form that creates one; a new token is shown once, on this response."""
+    """The user's tokens, and the form that creates one.
+
+    A new token's clear text waits in the session for the page the POST redirects to, which shows
+    it once and forgets it: reloading that page neither shows it again nor makes a second token.
+    """
     form = CreateTokenForm(request.POST or None, user=request.user)
-    created = None
     if request.method == "POST" and not reauth.is_recent(request):
         # A token is a way in that needs neither password nor second factor: ask for them first.
         return reauth.ask_again(request)
@@ -35,10 +40,19 @@ def token_list(request):
             scope=form.cleaned_data["scope"],
             expires_at=form.expires_at,
         )
-        created = {"token": token, "clear_text": clear_text}
-        form = CreateTokenForm(user=request.user)
-    context = {"form": form, "tokens": tokens.tokens_of(request.user), "created": created}
+        request.session[NEW_TOKEN] = {"id": token.pk, "clear_text": clear_text}
+        return redirect("api_tokens")
+    context = {"form": form, "tokens": tokens.tokens_of(request.user), "created": _new_token(request)}
     return render(request, "api/tokens.html", context)
+
+
+def _new_token(request) -> dict | None:
+    """The token made by the request just before, once; then it is gone from the session."""
+    new = request.session.pop(NEW_TOKEN, None)
+    if new is None:
+        return None
+    token = tokens.tokens_of(request.user).filter(pk=new["id"]).first()
+    return {"token": token, "clear_text": new["clear_text"]} if token else None
 
 
 @require_http_methods(["GET", "POST"])
