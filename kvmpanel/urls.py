@@ -1,14 +1,27 @@
 from django.contrib import admin
-from django.contrib.auth.decorators import login_required
-from django.urls import include, path
+from django.contrib.auth import REDIRECT_FIELD_NAME
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
+from django.urls import include, path, reverse
 from django.views.generic import RedirectView
 
 from vms.metrics import metrics_view
 
 admin.site.site_header = "kvmpanel backoffice"
 admin.site.site_title = "kvmpanel backoffice"
-# One way in: the panel's sign-in (throttled, with two-factor), never the admin's own form.
-admin.site.login = login_required(admin.site.login)
+
+
+def backoffice_sign_in(request):
+    """The backoffice has no sign-in form of its own: the panel's (throttled, two-factor) is the way in.
+
+    A signed-in customer sent here by the backoffice is refused: there is nothing for them.
+    """
+    if request.user.is_authenticated:
+        raise PermissionDenied("The backoffice is for staff.")
+    return redirect_to_login(request.GET.get(REDIRECT_FIELD_NAME) or reverse("admin:index"))
+
+
+admin.site.login = backoffice_sign_in
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="vms:list", permanent=False)),
