@@ -160,11 +160,21 @@ def signup(request):
         return redirect(settings.LOGIN_REDIRECT_URL)
     form = SignUpForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
+        if not _signup_allowed_from(audit.client_address(request)):
+            form.add_error(None, "Too many new accounts from your address. Please try again in an hour.")
+            return render(request, "registration/signup.html", {"form": form}, status=429)
         user = form.save()
         audit.record("account.signup", user, outcome="succeeded", owner=user, actor=user)
         emails.send_confirmation(request, user, user.email)
         return render(request, "registration/signup_done.html", {"email": user.email})
     return render(request, "registration/signup.html", {"form": form})
+
+
+def _signup_allowed_from(address: str | None) -> bool:
+    """At most KVMPANEL_SIGNUPS_PER_HOUR new accounts per address an hour (counted in the shared cache)."""
+    key = f"signups:{address}"
+    cache.add(key, 0, timeout=3600)  # the hour starts with the first sign-up
+    return cache.incr(key) <= settings.KVMPANEL_SIGNUPS_PER_HOUR
 
 
 @require_http_methods(["GET"])

@@ -118,6 +118,7 @@ AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contri
 
 # Accounts. Sign-up can be turned off (operators then add customers in the backoffice).
 KVMPANEL_SIGNUP_OPEN = envbool("KVMPANEL_SIGNUP_OPEN", True)
+KVMPANEL_SIGNUPS_PER_HOUR = envint("KVMPANEL_SIGNUPS_PER_HOUR", 5)  # new accounts per client address
 # Links in emails (verification, password reset) live this long.
 KVMPANEL_EMAIL_LINK_HOURS = envint("KVMPANEL_EMAIL_LINK_HOURS", 72)
 PASSWORD_RESET_TIMEOUT = envint("PASSWORD_RESET_TIMEOUT", 60 * 60 * 2)
@@ -242,6 +243,7 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": envint("KVMPANEL_RECONCILE_SECONDS", 60),
     },
     "maintain-usage": {"task": "vms.tasks.maintain_usage", "schedule": 60.0},
+    "remove-stale-files": {"task": "vms.tasks.remove_stale_files", "schedule": 3600.0},
 }
 
 # The hypervisor side.

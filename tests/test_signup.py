@@ -127,3 +127,13 @@ def test_changing_the_password_needs_the_old_one_and_keeps_the_session(client, a
     assert client.get(reverse("vms:list")).status_code == 200
     alice.refresh_from_db()
     assert alice.check_password(NEW_PASSWORD)
+
+
+def test_one_address_makes_only_so_many_accounts_an_hour(client, settings):
+    settings.KVMPANEL_SIGNUPS_PER_HOUR = 2
+    for number in range(2):
+        assert sign_up(client, username=f"user{number}", email=f"u{number}@example.com").status_code == 200
+    response = sign_up(client, username="user2", email="u2@example.com")
+    assert response.status_code == 429
+    assert "Too many new accounts from your address" in response.content.decode()
+    assert User.objects.count() == 2 and len(mail.outbox) == 2

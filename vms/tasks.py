@@ -342,6 +342,12 @@ def sync_node_images(node_id: int) -> dict[str, str]:
             lock.release()
 
 
+@shared_task(name="vms.tasks.remove_stale_files")
+def remove_stale_files() -> list[str]:
+    """Periodic: files a killed process left in the download folder (older than a download may take)."""
+    return library.remove_stale_files(older_than_seconds=settings.KVMPANEL_IMAGE_DOWNLOAD_TIMEOUT + 6 * 3600)
+
+
 @shared_task(name="vms.tasks.remove_image_volumes")
 def remove_image_volumes(volume_name: str) -> None:
     """After an image is deleted: its volume leaves every node's pool."""
