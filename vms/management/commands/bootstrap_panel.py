@@ -79,7 +79,8 @@ class Command(BaseCommand):
         User.objects.create_superuser(username=username, email="", password=password)
         self.stdout.write(
             self.style.SUCCESS(
-                f"\n  Admin created. Sign in at http://127.0.0.1:8000/ as '{username}' "
-                f"with password:\n\n      {password}\n\n  It is shown only this once.\n"
+                f"\n  Admin created. Sign in as '{username}' with password:\n\n      {password}\n\n"
+                "  It is shown only this once. At the first sign-in the panel asks you to set up\n"
+                "  two-factor sign-in (an authenticator app), as it does for every staff account.\n"
             )
         )
