@@ -23,7 +23,7 @@ from vms.hypervisor import xml
 from vms.models import Node
 from vms.nodes import bridge_name, register_node
 
-from ..factories import make_image, make_plan, make_user
+from ..factories import make_image, make_plan, make_user, make_vm
 
 ROOT = Path(__file__).resolve().parents[2]
 OUTPUT = ROOT / "test-output"
@@ -335,3 +335,28 @@ def sign_in(panel_server):
         page.wait_for_url(f"{panel_server}/vms/")
 
     return sign_in
+
+
+@pytest.fixture
+def stopped_vm(node, customer, demo_image, nano_plan):
+    """A customer's VM with its disk, seed and domain made directly, stopped; removed afterwards."""
+    from vms import provisioning
+    from vms.tasks import _remove_domain_and_disks, domain_spec
+
+    vm = make_vm(customer, node=node, image=demo_image, plan=nano_plan, hostname="stopped-1", state="stopped")
+    with hypervisor.connect(node.uri) as session:
+        provisioning.make_disk(session, vm)
+        provisioning.make_seed(session, vm, {})
+        session.define_domain(domain_spec(vm))
+    yield vm
+    vm.refresh_from_db()
+    with hypervisor.connect(node.uri) as session:
+        _remove_domain_and_disks(session, vm)  # the domain and the VM's own volumes, rescue ones too
+
+
+def finished(operation, wait_until, timeout=120):
+    """Wait for the operation to end, and check it succeeded."""
+    wait_until(lambda: not type(operation).objects.get(pk=operation.pk).is_active, timeout, operation.kind)
+    operation.refresh_from_db()
+    assert operation.status == "succeeded", operation.error
+    return operation

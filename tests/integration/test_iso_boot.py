@@ -11,13 +11,12 @@ from django.test import Client
 from django.urls import reverse
 from lxml import etree
 
-from vms import actions, hypervisor, provisioning
+from vms import actions
 from vms.choices import OperationKind
 from vms.models import Image
-from vms.tasks import domain_spec
 
-from ..factories import make_user, make_vm
-from .conftest import serial_text, virsh
+from ..factories import make_user
+from .conftest import finished, serial_text, virsh
 
 pytestmark = pytest.mark.integration
 
@@ -39,30 +38,6 @@ def grub_iso(tmp_path):
     iso = tmp_path / "grub-marker.iso"
     subprocess.run(["grub-mkrescue", "-o", str(iso), str(root)], check=True, capture_output=True)
     return iso
-
-
-@pytest.fixture
-def stopped_vm(node, customer, demo_image, nano_plan):
-    vm = make_vm(
-        customer, node=node, image=demo_image, plan=nano_plan, hostname="iso-boot-1", state="stopped"
-    )
-    with hypervisor.connect(node.uri) as session:
-        provisioning.make_disk(session, vm)
-        provisioning.make_seed(session, vm, {})
-        session.define_domain(domain_spec(vm))
-    yield vm
-    with hypervisor.connect(node.uri) as session:
-        if session.domain_exists(vm.domain_name):
-            session.undefine(vm.domain_name)
-        for volume in (vm.disk_volume, vm.seed_volume):
-            session.delete_volume(node.pool_name, volume)
-
-
-def finished(operation, wait_until, timeout=120):
-    wait_until(lambda: not type(operation).objects.get(pk=operation.pk).is_active, timeout, operation.kind)
-    operation.refresh_from_db()
-    assert operation.status == "succeeded", operation.error
-    return operation
 
 
 def test_a_vm_boots_from_an_iso_uploaded_to_the_library(

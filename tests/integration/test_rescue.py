@@ -7,13 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from vms import actions, hypervisor, provisioning
+from vms import actions, hypervisor
 from vms.choices import OperationKind
 from vms.models import Image
-from vms.tasks import domain_spec
 
-from ..factories import make_vm
-from .conftest import serial_text, virsh
+from .conftest import finished, serial_text, virsh
 
 pytestmark = pytest.mark.integration
 
@@ -74,28 +72,6 @@ def rescue_system(node):
     image = Image.objects.create(name="Rescue (Debian 12)", volume_name=volume, rescue=True)
     image.placements.update_or_create(node=node, defaults={"ready": True})
     return image
-
-
-@pytest.fixture
-def stopped_vm(node, customer, demo_image, nano_plan):
-    vm = make_vm(customer, node=node, image=demo_image, plan=nano_plan, hostname="broken-1", state="stopped")
-    with hypervisor.connect(node.uri) as session:
-        provisioning.make_disk(session, vm)
-        provisioning.make_seed(session, vm, {})
-        session.define_domain(domain_spec(vm))
-    yield vm
-    with hypervisor.connect(node.uri) as session:
-        if session.domain_exists(vm.domain_name):
-            session.undefine(vm.domain_name)
-        for volume in (vm.disk_volume, vm.seed_volume, vm.rescue_volume, vm.rescue_seed_volume):
-            session.delete_volume(node.pool_name, volume)
-
-
-def finished(operation, wait_until, timeout=120):
-    wait_until(lambda: not type(operation).objects.get(pk=operation.pk).is_active, timeout, operation.kind)
-    operation.refresh_from_db()
-    assert operation.status == "succeeded", operation.error
-    return operation
 
 
 def test_a_rescue_system_boots_with_the_vms_disk_second_and_leaves_it_alone(
