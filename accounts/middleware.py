@@ -1,10 +1,12 @@
 """Session rules every request passes: the idle timeout, and two-factor where it is due."""
 
 import time
+from urllib.parse import urlencode, urlsplit
 
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import logout
+from django.http import HttpResponse
 from django.shortcuts import redirect
 from django.urls import reverse
 
@@ -16,8 +18,9 @@ LAST_SEEN_PRECISION = 60
 
 
 def _is_background(request) -> bool:
-    """A refresh an open page makes by itself (htmx live updates, graph data): not the user's activity."""
-    return bool(request.headers.get("HX-Request")) or request.GET.get("background") == "1"
+    """A refresh an open page makes by itself (htmx live updates; graph data, which static/js/usage.js
+    marks with X-Background-Refresh): not the user's activity."""
+    return bool(request.headers.get("HX-Request") or request.headers.get("X-Background-Refresh"))
 
 
 class IdleTimeoutMiddleware:
@@ -32,12 +35,23 @@ class IdleTimeoutMiddleware:
         now = time.time()
         idle = now - request.session.get(LAST_SEEN, now)
         if idle > settings.KVMPANEL_IDLE_MINUTES * 60:
-            logout(request)
-            messages.info(request, "You were signed out after a while without activity. Please sign in.")
-            return redirect(f"{reverse('login')}?next={request.get_full_path()}")
+            return self._sign_out(request)
         if not _is_background(request) and (idle >= LAST_SEEN_PRECISION or LAST_SEEN not in request.session):
             request.session[LAST_SEEN] = now
         return self.get_response(request)
+
+    @staticmethod
+    def _sign_out(request):
+        logout(request)
+        messages.info(request, "You were signed out after a while without activity. Please sign in.")
+        if _is_background(request):
+            # A redirect would be followed inside the page (the sign-in form swapped into a table):
+            # tell the page to go to the sign-in itself, and come back to where it is.
+            page = request.headers.get("HX-Current-URL") or request.get_full_path()
+            response = HttpResponse(status=401)
+            response["HX-Redirect"] = f"{reverse('login')}?{urlencode({'next': urlsplit(page).path})}"
+            return response
+        return redirect(f"{reverse('login')}?{urlencode({'next': request.get_full_path()})}")
 
 
 # Pages a signed-in user who still owes two-factor may reach: setting it up, and leaving.

@@ -147,3 +147,28 @@ def test_check_deploy_reports_nothing_with_production_settings(tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "System check identified no issues (0 silenced)." in result.stdout
+
+
+def test_graph_refreshes_do_not_keep_a_session_alive_either(client, alice, alice_vm):
+    sign_in(client, "alice")
+    session = client.session
+    idle_since = time.time() - 20 * 60
+    session[middleware.LAST_SEEN] = idle_since
+    session.save()
+    usage_url = reverse("vms:usage", args=[alice_vm.uuid])
+    assert client.get(usage_url, HTTP_X_BACKGROUND_REFRESH="1").status_code == 200
+    assert client.session[middleware.LAST_SEEN] == idle_since
+
+
+def test_a_background_refresh_after_the_idle_time_sends_the_whole_page_to_sign_in(client, alice, alice_vm):
+    sign_in(client, "alice")
+    session = client.session
+    session[middleware.LAST_SEEN] = time.time() - 31 * 60
+    session.save()
+    page = f"http://testserver{alice_vm.get_absolute_url()}"
+    response = client.get(
+        reverse("vms:live", args=[alice_vm.uuid]), HTTP_HX_REQUEST="true", HTTP_HX_CURRENT_URL=page
+    )
+    assert response.status_code == 401  # not a redirect htmx would follow into the page
+    assert response["HX-Redirect"] == f"{LOGIN}?next=%2Fvms%2F{alice_vm.uuid}%2F"
+    assert "_auth_user_id" not in client.session

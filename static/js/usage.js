@@ -76,11 +76,17 @@
     }
   }
 
-  async function load() {
+  // background: a refresh the page makes by itself; the panel does not count it as the user's activity.
+  async function load(background = true) {
     if (loading) return;
     loading = true;
     try {
-      const response = await fetch(`${root.dataset.usageUrl}?range=${range}`, { headers: { Accept: "application/json" } });
+      const headers = { Accept: "application/json", ...(background ? { "X-Background-Refresh": "1" } : {}) };
+      const response = await fetch(`${root.dataset.usageUrl}?range=${range}`, { headers });
+      if (response.status === 401 && response.headers.get("HX-Redirect")) {
+        window.location.href = response.headers.get("HX-Redirect"); // signed out while idle
+        return;
+      }
       if (response.ok) draw(await response.json());
     } finally {
       loading = false;
@@ -91,11 +97,11 @@
     button.addEventListener("click", () => {
       range = button.dataset.range;
       root.querySelectorAll("[data-range]").forEach((b) => b.classList.toggle("active", b === button));
-      load();
+      load(false);
     });
   });
   // Every range follows new readings: the hour at once, day and month as their buckets roll up.
-  document.addEventListener("live:usage", load);
+  document.addEventListener("live:usage", () => load());
   new ResizeObserver(() => {
     for (const [name, plot] of Object.entries(plots)) {
       plot.setSize({ width: root.querySelector(`[data-chart="${name}"]`).clientWidth, height: 170 });
