@@ -7,7 +7,7 @@ from vms import actions
 from vms.choices import NodeStatus, OperationKind, OperationStatus, VMState
 from vms.models import Operation, VirtualMachine
 
-from .factories import make_image, make_node, make_plan
+from .factories import make_image, make_node, make_plan, make_vm
 
 PASSWORD = "correct-horse-battery-9"  # for the image's default user (its hash goes to the seed)
 
@@ -241,3 +241,13 @@ def test_only_the_owner_starts_a_rescue_system_and_only_an_offered_one(
         assert client.post(url, {"image": offered.pk, "password": PASSWORD}).status_code == 302
     operation = Operation.objects.get()
     assert operation.kind == OperationKind.RESCUE and operation.params["image_id"] == offered.pk
+
+
+def test_a_new_vm_goes_to_the_node_with_the_most_memory_left_after_its_live_vms(alice):
+    image = make_image()
+    busy, quiet = make_node(memory_mib=8192), make_node(memory_mib=6144)
+    for node in (busy, quiet):
+        image.placements.create(node=node, ready=True)
+    make_vm(alice, node=busy, plan=make_plan(memory_mib=4096))  # busy: 4096 left
+    make_vm(alice, node=quiet, plan=make_plan(memory_mib=4096), state=VMState.DELETED)  # holds nothing
+    assert actions.pick_node(make_plan(), image) == quiet  # 6144 left
