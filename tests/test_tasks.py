@@ -2,7 +2,7 @@
 
 import pytest
 
-from vms import hypervisor, tasks
+from vms import first_boot, hypervisor, tasks
 from vms.choices import OperationKind, OperationStatus, VMState
 from vms.hypervisor import xml
 from vms.models import Operation
@@ -167,13 +167,31 @@ def test_a_cloud_init_image_gets_a_seed_with_the_first_boot_settings(new_vm, tes
     new_vm.image.cloud_init = True
     new_vm.image.save()
     params = {"password_hash": "$2b$12$abc", "ssh_keys": ["ssh-ed25519 AAAAC3Nz test"], "user_data": ""}
-    tasks.WORK[OperationKind.CREATE](test_session, new_vm, params)
+    operation = Operation.objects.create(vm=new_vm, kind=OperationKind.CREATE, params=params)
+    tasks.WORK[OperationKind.CREATE](test_session, new_vm, operation)
     iso = pycdlib.PyCdlib()
     iso.open_fp(io.BytesIO(uploaded[new_vm.seed_volume]))
     meta = io.BytesIO()
     iso.get_file_from_iso_fp(meta, rr_path="/meta-data")
     assert new_vm.hostname in meta.getvalue().decode()
     assert new_vm.seed_volume in test_session.domain_xml(new_vm.domain_name)  # attached as a CD-ROM
+
+
+def test_a_hash_that_never_comes_fails_the_create_and_leaves_nothing(new_vm, test_session, monkeypatch):
+    monkeypatch.setattr(first_boot, "WAIT_SECONDS", 1)
+    new_vm.image.cloud_init = True
+    new_vm.image.save()
+    operation = Operation.objects.create(
+        vm=new_vm, kind=OperationKind.CREATE, params={"password_hash": first_boot.PENDING}
+    )
+    tasks.run_operation(FakeTask(), operation.pk, tasks.WORK[OperationKind.CREATE])
+    operation.refresh_from_db()
+    new_vm.refresh_from_db()
+    assert operation.status == OperationStatus.FAILED
+    assert "never reached the task" in operation.error
+    assert new_vm.state == VMState.ERROR
+    assert not test_session.domain_exists(new_vm.domain_name)
+    assert not test_session.volume_exists("test-pool", new_vm.disk_volume)
 
 
 def test_the_password_hash_is_dropped_when_the_operation_ends(new_vm):

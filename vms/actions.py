@@ -8,7 +8,7 @@ from django.db.models import F, Q, Sum
 
 from accounts import audit
 
-from . import cloudinit, quotas
+from . import cloudinit, first_boot, quotas
 from .choices import NodeStatus, OperationKind, VMState
 from .live import publish_vm_changed
 from .models import SECRET_PARAMS, Image, Node, Operation, Plan, VirtualMachine
@@ -50,8 +50,9 @@ def create_vm(
     user_data: str = "",
 ) -> VirtualMachine:
     """Record a new VM and its create operation; the first-boot settings go to its seed."""
+    password_hash = first_boot.PasswordHash(password)  # hashing starts now, beside what follows
     node = pick_node(plan, image)
-    params = first_boot_params(password, ssh_keys, user_data)
+    params = first_boot_params(password_hash, ssh_keys, user_data)
     try:
         with transaction.atomic():
             quotas.lock_owner(owner)  # the check and the new row, one customer request at a time
@@ -59,19 +60,23 @@ def create_vm(
             vm = VirtualMachine.objects.create(
                 owner=owner, node=node, plan=plan, image=image, hostname=hostname, display_name=display_name
             )
-            _record(vm, owner, OperationKind.CREATE, params)
+            operation = _record(vm, owner, OperationKind.CREATE, params)
     except IntegrityError:
         raise ActionRefused(f"You already have a VM named {hostname}.") from None
     except quotas.QuotaExceeded as exceeded:
         audit.record("vm.create", None, outcome="refused", owner=owner, detail=f"{hostname}: {exceeded}")
         raise ActionRefused(str(exceeded)) from None
+    password_hash.deliver(operation)  # the task is on its way: it makes the disk while we wait
     return vm
 
 
 def reinstall(vm: VirtualMachine, user, *, image: Image, password="", ssh_keys=(), user_data="") -> Operation:
     """Rebuild the VM's disk from `image` with a fresh seed; everything on the old disk is lost."""
-    params = {"image_id": image.pk, **first_boot_params(password, ssh_keys, user_data)}
-    return request(vm, user, OperationKind.REINSTALL, params, image=image)
+    password_hash = first_boot.PasswordHash(password)
+    params = {"image_id": image.pk, **first_boot_params(password_hash, ssh_keys, user_data)}
+    operation = request(vm, user, OperationKind.REINSTALL, params, image=image)
+    password_hash.deliver(operation)
+    return operation
 
 
 def reset_password(vm: VirtualMachine, user, password: str) -> Operation:
@@ -82,8 +87,11 @@ def reset_password(vm: VirtualMachine, user, password: str) -> Operation:
 
 def rescue(vm: VirtualMachine, user, *, image: Image, password="", ssh_keys=()) -> Operation:
     """Boot `image` as a rescue system with the VM's disk as its second disk."""
-    params = {"image_id": image.pk, **first_boot_params(password, ssh_keys, "")}
-    return request(vm, user, OperationKind.RESCUE, params, image=image)
+    password_hash = first_boot.PasswordHash(password)
+    params = {"image_id": image.pk, **first_boot_params(password_hash, ssh_keys, "")}
+    operation = request(vm, user, OperationKind.RESCUE, params, image=image)
+    password_hash.deliver(operation)
+    return operation
 
 
 def change_iso(vm: VirtualMachine, user, iso: Image | None, boot: bool = False) -> Operation:
@@ -127,10 +135,10 @@ def resize(vm: VirtualMachine, user, plan: Plan) -> Operation:
     return operation
 
 
-def first_boot_params(password: str, ssh_keys, user_data: str) -> dict:
-    """What the seed needs, as stored on the operation: the password only as a hash."""
+def first_boot_params(password_hash: first_boot.PasswordHash, ssh_keys, user_data: str) -> dict:
+    """What the seed needs, as stored on the operation: the password only as a hash (delivered later)."""
     return {
-        "password_hash": cloudinit.hash_password(password) if password else "",
+        "password_hash": password_hash.param,
         "ssh_keys": [key.public_key for key in ssh_keys],
         "user_data": user_data,
     }

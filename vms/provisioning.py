@@ -37,11 +37,16 @@ def seed_volumes(vm: VirtualMachine) -> tuple[str, ...]:
     return (vm.seed_volume,) if vm.image.cloud_init else ()
 
 
-def make_rescue_system(node: hypervisor.NodeSession, vm: VirtualMachine, image, params: dict) -> None:
-    """A fresh overlay of the rescue image and a seed for it (the customer's password and keys)."""
+def make_rescue_disk(node: hypervisor.NodeSession, vm: VirtualMachine, image) -> None:
+    """A fresh overlay of the rescue image."""
     pool = vm.node.pool_name
     node.delete_volume(pool, vm.rescue_volume)  # a rescue always starts clean
     node.create_overlay(pool, vm.rescue_volume, pool, image.volume_name, 0)
+
+
+def make_rescue_seed(node: hypervisor.NodeSession, vm: VirtualMachine, image, params: dict) -> None:
+    """The rescue system's seed: the customer's password and keys, a hostname of its own."""
+    pool = vm.node.pool_name
     if image.cloud_init:
         spec = cloudinit.SeedSpec(
             instance_id=f"{vm.uuid}-rescue-{secrets.token_hex(4)}",  # cloud-init runs at every rescue

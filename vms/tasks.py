@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from accounts import audit
 
-from . import hypervisor, library, provisioning, reconcile, usage
+from . import first_boot, hypervisor, library, provisioning, reconcile, usage
 from .choices import NodeStatus, OperationKind, VMState
 from .live import publish_vm_changed
 from .models import Image, Node, Operation, Plan, VirtualMachine
@@ -28,8 +28,8 @@ MAX_ATTEMPTS = 5
 # An image sync that dies without releasing its lock blocks the next one for this long at most.
 IMAGE_SYNC_LOCK_SECONDS = 6 * 3600
 
-# What an operation does on the node: (session, VM, the operation's parameters) -> the VM's new state.
-Work = Callable[[hypervisor.NodeSession, VirtualMachine, dict], str]
+# What an operation does on the node: (session, VM, the operation) -> the VM's new state.
+Work = Callable[[hypervisor.NodeSession, VirtualMachine, Operation], str]
 
 
 class OperationTask(Task):
@@ -57,7 +57,7 @@ def run_operation(task: Task, operation_id: int, work: Work) -> None:
     publish_vm_changed(vm)
     try:
         with hypervisor.connect(vm.node.uri) as node:
-            new_state = work(node, vm, operation.params)
+            new_state = work(node, vm, operation)
     except hypervisor.HypervisorError as error:
         if error.transient and task.request.retries < task.max_retries:
             operation.mark_retrying(str(error))
@@ -110,12 +110,13 @@ def domain_spec(vm: VirtualMachine) -> hypervisor.DomainSpec:
     )
 
 
-def _create(node: hypervisor.NodeSession, vm: VirtualMachine, params: dict) -> str:
+def _create(node: hypervisor.NodeSession, vm: VirtualMachine, operation: Operation) -> str:
     try:
         provisioning.make_disk(node, vm)
-        provisioning.make_seed(node, vm, params)
         if not node.domain_exists(vm.domain_name):
-            node.define_domain(domain_spec(vm))
+            node.define_domain(domain_spec(vm))  # libvirt looks for the seed only at the start
+        # Only now the password's hash: the request makes it while the disk and domain are made.
+        provisioning.make_seed(node, vm, first_boot.settings_of(operation))
         node.start(vm.domain_name)
     except hypervisor.HypervisorError as error:
         if not error.transient:
@@ -127,9 +128,9 @@ def _create(node: hypervisor.NodeSession, vm: VirtualMachine, params: dict) -> s
     return node.power_state(vm.domain_name)
 
 
-def _reinstall(node: hypervisor.NodeSession, vm: VirtualMachine, params: dict) -> str:
+def _reinstall(node: hypervisor.NodeSession, vm: VirtualMachine, operation: Operation) -> str:
     """A new disk from the chosen image and a fresh seed; the VM keeps its UUID, name, console and network."""
-    image = Image.objects.get(pk=params["image_id"])
+    image = Image.objects.get(pk=operation.params["image_id"])
     if node.domain_exists(vm.domain_name):
         node.destroy(vm.domain_name)
     pool = vm.node.pool_name
@@ -139,8 +140,8 @@ def _reinstall(node: hypervisor.NodeSession, vm: VirtualMachine, params: dict) -
     vm.save(update_fields=["image", "installs", "updated_at"])
     try:
         provisioning.make_disk(node, vm)
-        provisioning.make_seed(node, vm, params)
         node.define_domain(domain_spec(vm))  # the image may differ: e.g. no seed any more
+        provisioning.make_seed(node, vm, first_boot.settings_of(operation))
         node.start(vm.domain_name)
     except hypervisor.HypervisorError as error:
         if not error.transient:
@@ -149,13 +150,14 @@ def _reinstall(node: hypervisor.NodeSession, vm: VirtualMachine, params: dict) -
     return node.power_state(vm.domain_name)
 
 
-def _reset_password(node: hypervisor.NodeSession, vm: VirtualMachine, params: dict) -> str:
-    node.set_user_password(vm.domain_name, vm.image.default_user, params["password_hash"])
+def _reset_password(node: hypervisor.NodeSession, vm: VirtualMachine, operation: Operation) -> str:
+    node.set_user_password(vm.domain_name, vm.image.default_user, operation.params["password_hash"])
     return node.power_state(vm.domain_name)
 
 
-def _change_iso(node: hypervisor.NodeSession, vm: VirtualMachine, params: dict) -> str:
+def _change_iso(node: hypervisor.NodeSession, vm: VirtualMachine, operation: Operation) -> str:
     """Insert an ISO (and maybe boot from it at the next start), or eject it."""
+    params = operation.params
     vm.iso = Image.objects.isos().filter(pk=params.get("iso_id")).first() if params.get("iso_id") else None
     vm.boot_from_iso = bool(params.get("boot")) and vm.iso is not None
     vm.save(update_fields=["iso", "boot_from_iso", "updated_at"])
@@ -164,11 +166,12 @@ def _change_iso(node: hypervisor.NodeSession, vm: VirtualMachine, params: dict) 
     return node.power_state(vm.domain_name)
 
 
-def _rescue(node: hypervisor.NodeSession, vm: VirtualMachine, params: dict) -> str:
+def _rescue(node: hypervisor.NodeSession, vm: VirtualMachine, operation: Operation) -> str:
     """Boot the rescue system, with the VM's own disk attached as the second disk (untouched)."""
-    image = Image.objects.rescue_systems().get(pk=params["image_id"])
+    image = Image.objects.rescue_systems().get(pk=operation.params["image_id"])
     node.destroy(vm.domain_name)
-    provisioning.make_rescue_system(node, vm, image, params)
+    provisioning.make_rescue_disk(node, vm, image)
+    provisioning.make_rescue_seed(node, vm, image, first_boot.settings_of(operation))
     vm.rescue_image = image
     vm.save(update_fields=["rescue_image", "updated_at"])
     node.define_domain(domain_spec(vm))
@@ -176,7 +179,7 @@ def _rescue(node: hypervisor.NodeSession, vm: VirtualMachine, params: dict) -> s
     return node.power_state(vm.domain_name)
 
 
-def _leave_rescue(node: hypervisor.NodeSession, vm: VirtualMachine, _params: dict) -> str:
+def _leave_rescue(node: hypervisor.NodeSession, vm: VirtualMachine, _operation: Operation) -> str:
     """Back to the VM's own disk; the rescue system's disk and seed are thrown away."""
     node.destroy(vm.domain_name)
     vm.rescue_image = None
@@ -187,7 +190,7 @@ def _leave_rescue(node: hypervisor.NodeSession, vm: VirtualMachine, _params: dic
     return node.power_state(vm.domain_name)
 
 
-def _resize(node: hypervisor.NodeSession, vm: VirtualMachine, params: dict) -> str:
+def _resize(node: hypervisor.NodeSession, vm: VirtualMachine, operation: Operation) -> str:
     """The stopped VM gets its new plan's vCPUs and memory, and its disk grows to the plan's size.
 
     The row already holds the new plan. If the node refuses, the old plan comes back
@@ -198,7 +201,7 @@ def _resize(node: hypervisor.NodeSession, vm: VirtualMachine, params: dict) -> s
         node.grow_volume(vm.node.pool_name, vm.disk_volume, vm.plan.disk_bytes)
     except hypervisor.HypervisorError as error:
         if not error.transient:
-            vm.plan = Plan.objects.get(pk=params["from_plan_id"])
+            vm.plan = Plan.objects.get(pk=operation.params["from_plan_id"])
             vm.save(update_fields=["plan", "updated_at"])
             node.define_domain(domain_spec(vm))
         raise
@@ -217,27 +220,27 @@ def _remove_domain_and_disks(node: hypervisor.NodeSession, vm: VirtualMachine) -
             node.delete_volume(volume_pool, volume)
 
 
-def _start(node: hypervisor.NodeSession, vm: VirtualMachine, _params: dict) -> str:
+def _start(node: hypervisor.NodeSession, vm: VirtualMachine, _operation: Operation) -> str:
     node.start(vm.domain_name)
     return node.power_state(vm.domain_name)
 
 
-def _shutdown(node: hypervisor.NodeSession, vm: VirtualMachine, _params: dict) -> str:
+def _shutdown(node: hypervisor.NodeSession, vm: VirtualMachine, _operation: Operation) -> str:
     node.shutdown(vm.domain_name, timeout=settings.KVMPANEL_SHUTDOWN_TIMEOUT)
     return node.power_state(vm.domain_name)
 
 
-def _force_off(node: hypervisor.NodeSession, vm: VirtualMachine, _params: dict) -> str:
+def _force_off(node: hypervisor.NodeSession, vm: VirtualMachine, _operation: Operation) -> str:
     node.destroy(vm.domain_name)
     return node.power_state(vm.domain_name)
 
 
-def _reboot(node: hypervisor.NodeSession, vm: VirtualMachine, _params: dict) -> str:
+def _reboot(node: hypervisor.NodeSession, vm: VirtualMachine, _operation: Operation) -> str:
     node.reboot(vm.domain_name)
     return node.power_state(vm.domain_name)
 
 
-def _delete(node: hypervisor.NodeSession, vm: VirtualMachine, _params: dict) -> str:
+def _delete(node: hypervisor.NodeSession, vm: VirtualMachine, _operation: Operation) -> str:
     _remove_domain_and_disks(node, vm)
     vm.deleted_at = timezone.now()
     vm.save(update_fields=["deleted_at"])
