@@ -18,13 +18,11 @@ from email.mime.text import MIMEText
 import bcrypt
 import pycdlib
 import yaml
+from django.conf import settings
 
 MAX_USER_DATA_BYTES = 16 * 1024
 CLOUD_CONFIG_HEADER = "#cloud-config"
 SEED_LABEL = "cidata"  # NoCloud finds its seed by this volume label
-# bcrypt's cost: 2**10 rounds, about 60 ms here. It is paid in the create request and
-# at every password login in the guest; 10 is OWASP's floor for bcrypt.
-BCRYPT_ROUNDS = 10
 # bcrypt only reads this many bytes of a password; longer ones would be silently cut.
 MAX_PASSWORD_BYTES = 72
 
@@ -100,7 +98,10 @@ class SeedSpec:
 def hash_password(password: str) -> str:
     """A bcrypt ($2b$) hash for cloud-init's `hashed_passwd`; Debian 12's libxcrypt verifies it."""
     check_password(password)
-    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=BCRYPT_ROUNDS)).decode("ascii")
+    # The cost (settings.KVMPANEL_GUEST_PASSWORD_COST) is paid in the request, beside the node's work
+    # (first_boot.py), and at every password login in the guest.
+    rounds = settings.KVMPANEL_GUEST_PASSWORD_COST
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=rounds)).decode("ascii")
 
 
 def check_password(password: str) -> None:
