@@ -72,11 +72,7 @@ def create_vm(
 
 def reinstall(vm: VirtualMachine, user, *, image: Image, password="", ssh_keys=(), user_data="") -> Operation:
     """Rebuild the VM's disk from `image` with a fresh seed; everything on the old disk is lost."""
-    password_hash = first_boot.PasswordHash(password)
-    params = {"image_id": image.pk, **first_boot_params(password_hash, ssh_keys, user_data)}
-    operation = request(vm, user, OperationKind.REINSTALL, params, image=image)
-    password_hash.deliver(operation)
-    return operation
+    return _first_boot_request(vm, user, OperationKind.REINSTALL, image, password, ssh_keys, user_data)
 
 
 def reset_password(vm: VirtualMachine, user, password: str) -> Operation:
@@ -87,9 +83,14 @@ def reset_password(vm: VirtualMachine, user, password: str) -> Operation:
 
 def rescue(vm: VirtualMachine, user, *, image: Image, password="", ssh_keys=()) -> Operation:
     """Boot `image` as a rescue system with the VM's disk as its second disk."""
+    return _first_boot_request(vm, user, OperationKind.RESCUE, image, password, ssh_keys, "")
+
+
+def _first_boot_request(vm, user, kind: str, image: Image, password, ssh_keys, user_data) -> Operation:
+    """Ask for an operation that boots `image` for the first time; its password hash follows."""
     password_hash = first_boot.PasswordHash(password)
-    params = {"image_id": image.pk, **first_boot_params(password_hash, ssh_keys, "")}
-    operation = request(vm, user, OperationKind.RESCUE, params, image=image)
+    params = {"image_id": image.pk, **first_boot_params(password_hash, ssh_keys, user_data)}
+    operation = request(vm, user, kind, params, image=image)
     password_hash.deliver(operation)
     return operation
 

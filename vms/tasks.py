@@ -110,14 +110,18 @@ def domain_spec(vm: VirtualMachine) -> hypervisor.DomainSpec:
     )
 
 
+def _install(node: hypervisor.NodeSession, vm: VirtualMachine, operation: Operation) -> None:
+    """Disk, definition, seed, start: what create and reinstall share, in the order that lets the
+    request finish the password's hash meanwhile (libvirt looks for the seed only at the start)."""
+    provisioning.make_disk(node, vm)
+    node.define_domain(domain_spec(vm))  # a redefinition keeps the UUID; the image may have changed
+    provisioning.make_seed(node, vm, first_boot.settings_of(operation))
+    node.start(vm.domain_name)
+
+
 def _create(node: hypervisor.NodeSession, vm: VirtualMachine, operation: Operation) -> str:
     try:
-        provisioning.make_disk(node, vm)
-        if not node.domain_exists(vm.domain_name):
-            node.define_domain(domain_spec(vm))  # libvirt looks for the seed only at the start
-        # Only now the password's hash: the request makes it while the disk and domain are made.
-        provisioning.make_seed(node, vm, first_boot.settings_of(operation))
-        node.start(vm.domain_name)
+        _install(node, vm, operation)
     except hypervisor.HypervisorError as error:
         if not error.transient:
             # A permanent failure half-way: take back what we made, so no
@@ -139,10 +143,7 @@ def _reinstall(node: hypervisor.NodeSession, vm: VirtualMachine, operation: Oper
     vm.installs += 1  # a new cloud-init instance: the seed is applied again
     vm.save(update_fields=["image", "installs", "updated_at"])
     try:
-        provisioning.make_disk(node, vm)
-        node.define_domain(domain_spec(vm))  # the image may differ: e.g. no seed any more
-        provisioning.make_seed(node, vm, first_boot.settings_of(operation))
-        node.start(vm.domain_name)
+        _install(node, vm, operation)
     except hypervisor.HypervisorError as error:
         if not error.transient:
             vm.set_state(VMState.ERROR)  # no disk to boot; the operation says why
