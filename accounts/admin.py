@@ -156,3 +156,32 @@ class AuditEntryAdmin(ReadOnlyAdmin):
     )
     date_hierarchy = "at"
     list_select_related = ("owner",)
+
+
+# The panel's internals (sign-in throttling, two-factor devices, permission groups) are for superusers:
+# other staff never see them in the backoffice's navigation, nor open their pages.
+INTERNAL_APPS = {"axes", "otp_totp", "otp_static", "auth"}
+
+
+def _superusers_only(admin_class):
+    def only_superusers(name):
+        def allowed(self, request, *args, **kwargs):
+            superuser = request.user.is_active and request.user.is_superuser
+            return superuser and getattr(super(subclass, self), name)(request, *args, **kwargs)
+
+        return allowed
+
+    methods = ("has_module_permission", "has_view_permission", "has_add_permission")
+    methods += ("has_change_permission", "has_delete_permission")
+    subclass = type(
+        f"SuperuserOnly{admin_class.__name__}",
+        (admin_class,),
+        {name: only_superusers(name) for name in methods},
+    )
+    return subclass
+
+
+for _model, _model_admin in list(admin.site._registry.items()):
+    if _model._meta.app_label in INTERNAL_APPS:
+        admin.site.unregister(_model)
+        admin.site.register(_model, _superusers_only(type(_model_admin)))

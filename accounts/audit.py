@@ -32,8 +32,8 @@ class AuditMiddleware:
 
 
 def client_address(request) -> str | None:
-    # REMOTE_ADDR only: behind the README's nginx, daphne is given the client's
-    # address by the proxy; headers a client can set itself are not trusted.
+    # REMOTE_ADDR only: behind deploy/nginx/kvmpanel.conf, daphne (--proxy-headers) takes it from
+    # the X-Forwarded-For that nginx sets; headers a client can set itself are not trusted.
     return request.META.get("REMOTE_ADDR") or None
 
 

@@ -125,6 +125,9 @@ class LoginForm(StyledForm, AuthenticationForm):
             )
 
 
+PASSWORD_FIELD = "password1"  # noqa: S105  (a field's name)
+
+
 class SignUpForm(StyledForm, UserCreationForm):
     email = forms.EmailField(help_text="We send a link here to confirm it; you sign in after opening it.")
 
@@ -139,6 +142,10 @@ class SignUpForm(StyledForm, UserCreationForm):
                 "An account with this address exists already. Sign in, or reset its password."
             )
         return email
+
+    def validate_password_for_user(self, user, **kwargs):
+        # A weak password is about the password field, not its confirmation (Django's default).
+        super().validate_password_for_user(user, password_field_name=PASSWORD_FIELD)
 
     def save(self, commit=True):
         user = super().save(commit=False)

@@ -73,12 +73,12 @@ class TwoFactorMiddleware:
         user = request.user
         if not user.is_authenticated or request.path.startswith(settings.STATIC_URL):
             return self.get_response(request)
-        if twofactor.is_enabled(user):
-            if not user.is_verified():
+        if twofactor.owes_second_factor(user, verified=user.is_verified()):
+            if twofactor.is_enabled(user):  # a session that never gave the code: not trusted at all
                 logout(request)
                 return redirect(f"{reverse('login')}?next={request.get_full_path()}")
-        elif user.is_staff and settings.KVMPANEL_STAFF_2FA_REQUIRED and not self._is_open(request):
-            return redirect("two_factor_setup")
+            if not self._is_open(request):  # staff without a second factor: set it up first
+                return redirect("two_factor_setup")
         return self.get_response(request)
 
     @staticmethod

@@ -34,9 +34,22 @@ class User(AbstractUser):
     # Kept by accounts.twofactor with the devices, so no request needs a query to know it.
     two_factor_enabled = models.BooleanField("two-factor sign-in", default=False, editable=False)
 
+    # What every session of the user depends on: accounts.sessions tells the user's open sockets when
+    # one of these changes (a new password, two-factor on or off, suspended), so they check theirs.
+    SESSION_FIELDS = ("password", "two_factor_enabled", "is_active")
+
     @property
     def is_suspended(self) -> bool:
         return self.suspended_at is not None
+
+    @classmethod
+    def from_db(cls, db, field_names, values):
+        user = super().from_db(db, field_names, values)
+        user._session_state = user.session_state()
+        return user
+
+    def session_state(self) -> tuple:
+        return tuple(self.__dict__.get(field) for field in self.SESSION_FIELDS)
 
     # Django ends every session whose stored hash no longer matches this one. Beyond the
     # password, turning two-factor on or off changes it: sessions opened without the

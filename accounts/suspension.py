@@ -3,17 +3,16 @@
 Staff suspend from the backoffice or the API; both call these functions. The
 account's `is_active` goes off too, so Django's authentication refuses its
 password, its open sessions and its API tokens everywhere at once. VMs get a
-clean shutdown now; any still running later (an operation was in progress, or
-the guest ignored the power button) is forced off by the periodic reconcile.
+clean shutdown now (vms/suspension.py, told by the account_suspended signal); any
+still running later (an operation was in progress, or the guest ignored the power
+button) is forced off by the periodic reconcile.
 """
 
 from django.db import transaction
 from django.utils import timezone
 
 from . import audit
-
-# A VM in these states still uses the host and must be stopped.
-STOP_BY_STATE = {"running": "shutdown", "paused": "force_off", "crashed": "force_off"}
+from .signals import account_suspended
 
 
 class SuspensionRefused(Exception):
@@ -32,7 +31,9 @@ def suspend(user, *, by, reason: str = "") -> int:
         user.is_active = False
         user.save(update_fields=["suspended_at", "suspension_reason", "is_active"])
         audit.record("account.suspend", user, outcome="succeeded", owner=user, actor=by, detail=reason)
-    return stop_vms_of(user, by=by)
+    # The VMs app listens and asks for each running VM to be stopped; each listener answers how many.
+    answers = account_suspended.send(sender=type(user), user=user, by=by)
+    return sum(stopping for _receiver, stopping in answers)
 
 
 def unsuspend(user, *, by) -> None:
@@ -42,17 +43,3 @@ def unsuspend(user, *, by) -> None:
     user.is_active = True
     user.save(update_fields=["suspended_at", "suspension_reason", "is_active"])
     audit.record("account.unsuspend", user, outcome="succeeded", owner=user, actor=by)
-
-
-def stop_vms_of(user, *, by=None) -> int:
-    """Ask for every running (or paused, or crashed) VM of `user` to be stopped; the number asked."""
-    from vms import actions
-
-    asked = 0
-    for vm in user.vms.live().filter(state__in=STOP_BY_STATE).select_related("node"):
-        try:
-            actions.request(vm, by, STOP_BY_STATE[vm.state])
-        except actions.ActionRefused:
-            continue  # an operation is running or the node is away: the reconcile stops it later
-        asked += 1
-    return asked

@@ -11,10 +11,12 @@ import io
 
 import qrcode
 import qrcode.image.svg
+from django.conf import settings
 from django.contrib.auth import update_session_auth_hash
 from django.db import transaction
-from django_otp import devices_for_user
+from django_otp import DEVICE_ID_SESSION_KEY, devices_for_user
 from django_otp import login as otp_login
+from django_otp.models import Device
 from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
@@ -28,6 +30,26 @@ RECOVERY = "Recovery codes"
 def is_enabled(user) -> bool:
     """Whether the user signs in with a second factor (an authenticator, and recovery codes with it)."""
     return user.two_factor_enabled
+
+
+def must_set_up(user) -> bool:
+    """Staff must turn two-factor on before they may do anything (KVMPANEL_STAFF_2FA_REQUIRED)."""
+    return user.is_staff and settings.KVMPANEL_STAFF_2FA_REQUIRED and not is_enabled(user)
+
+
+def owes_second_factor(user, verified: bool) -> bool:
+    """The one rule every door applies (pages, websockets, the VNC bridge): a signed-in user may act
+    only after giving their second factor in this session (`verified`), and staff only once they
+    have one at all."""
+    return (is_enabled(user) and not verified) or must_set_up(user)
+
+
+def session_is_verified(user, session) -> bool:
+    """Whether `session` passed the second factor with one of `user`'s devices (what django-otp's
+    middleware reads for pages, for doors that read the session themselves)."""
+    persistent_id = session.get(DEVICE_ID_SESSION_KEY)
+    device = Device.from_persistent_id(persistent_id) if persistent_id else None
+    return device is not None and device.user_id == user.pk and device.confirmed
 
 
 def pending_device(user) -> TOTPDevice:

@@ -1,6 +1,7 @@
 """Account pages: signing in (with two-factor), sign-up, the account page, SSH keys, activity."""
 
 import time
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
@@ -19,6 +20,7 @@ from django_otp import login as otp_login
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from . import audit, emails, reauth, twofactor
+from .activity import lines_for
 from .forms import AddSSHKeyForm, CodeForm, ConfirmPasswordForm, LoginForm, ProfileForm, SignUpForm
 from .models import AuditEntry, SSHKey
 from .reauth import recent_auth_required
@@ -60,9 +62,9 @@ def ssh_key_delete(request, key_id):
 @login_required
 def activity(request):
     """The audit log of the user's own account and objects, newest first."""
-    entries = AuditEntry.objects.filter(owner=request.user).select_related("actor")
+    entries = AuditEntry.objects.filter(owner=request.user)
     page = Paginator(entries, 50).get_page(request.GET.get("page"))
-    return render(request, "accounts/activity.html", {"page": page})
+    return render(request, "accounts/activity.html", {"page": page, "lines": lines_for(page, request.user)})
 
 
 # Signing in, with the second factor as a step of its own --------------------------------------
@@ -96,6 +98,10 @@ class LoginView(auth_views.LoginView):
         response = super().form_valid(form)
         reauth.mark(self.request)
         return response
+
+    def get_initial(self):
+        # The confirmation link sends here with the account's name filled in (confirm_email).
+        return {**super().get_initial(), "username": self.request.GET.get("username", "")[:150]}
 
     def get_context_data(self, **kwargs):
         return {**super().get_context_data(**kwargs), "signup_open": settings.KVMPANEL_SIGNUP_OPEN}
@@ -187,8 +193,12 @@ def confirm_email(request, token):
     audit.record(
         "account.email_confirm", user, outcome="succeeded", owner=user, actor=user, detail=user.email
     )
-    messages.success(request, f"Your address {user.email} is confirmed.")
-    return redirect("profile" if request.user.is_authenticated else "login")
+    if request.user.is_authenticated:
+        messages.success(request, f"Your address {user.email} is confirmed.")
+        return redirect("profile")
+    # The link proves the mailbox, not the password: the account is ready, and its owner signs in.
+    messages.success(request, f"Your address {user.email} is confirmed. Sign in below to start.")
+    return redirect(f"{reverse('login')}?{urlencode({'username': user.get_username()})}")
 
 
 @require_POST

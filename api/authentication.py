@@ -3,6 +3,8 @@
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 
+from accounts.audit import client_address
+
 from . import tokens
 from .throttling import FailedTokenRate
 
@@ -25,8 +27,9 @@ class BearerTokenAuthentication(BaseAuthentication):
         if token is None:
             FailedTokenRate().count(request)
             raise exceptions.AuthenticationFailed("The token is unknown, expired or revoked.")
-        if not token.user.is_active:  # suspended (or deactivated): its tokens stop with its sign-in
-            raise exceptions.AuthenticationFailed("This account is suspended.")
+        refused = tokens.refusal(token, client_address(request))
+        if refused:
+            raise exceptions.AuthenticationFailed(refused)
         tokens.note_use(token)
         return token.user, token
 

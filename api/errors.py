@@ -15,7 +15,9 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from rest_framework.views import set_rollback
 
 from accounts.suspension import SuspensionRefused
+from images.actions import ImageInUse
 from vms.actions import ActionRefused
+from vms.draining import DrainRefused
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +31,10 @@ def error_body(code: str, message: str, fields: dict | None = None) -> dict:
 
 def handle_exception(exc, context):
     """REST_FRAMEWORK["EXCEPTION_HANDLER"]."""
-    if isinstance(exc, ActionRefused | SuspensionRefused):
+    if isinstance(exc, ActionRefused | SuspensionRefused | DrainRefused):
         return _conflict("refused", str(exc))
+    if isinstance(exc, ImageInUse):
+        return _conflict("in_use", str(exc))
     if isinstance(exc, ProtectedError):
         return _conflict("in_use", f"It is still in use ({_protected_by(exc)}); remove those first.")
     exc = _as_api_exception(exc)

@@ -1,3 +1,5 @@
+import ipaddress
+
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
@@ -25,6 +27,11 @@ class APIToken(models.Model):
     expires_at = models.DateTimeField(null=True, blank=True, help_text="Empty: it does not expire.")
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    allowed_networks = models.TextField(
+        "allowed addresses",
+        blank=True,
+        help_text="Address ranges (CIDR, space-separated) the token works from; empty: anywhere.",
+    )
 
     class Meta:
         verbose_name = "API token"
@@ -44,6 +51,19 @@ class APIToken(models.Model):
     @property
     def is_usable(self) -> bool:
         return self.revoked_at is None and not self.is_expired
+
+    def networks(self) -> list:
+        return [ipaddress.ip_network(text, strict=False) for text in self.allowed_networks.split()]
+
+    def allows_address(self, address: str | None) -> bool:
+        """Whether a request from `address` may use the token (its ranges, if it has any)."""
+        if not self.allowed_networks:
+            return True
+        try:
+            client = ipaddress.ip_address(address or "")
+        except ValueError:
+            return False
+        return any(client in network for network in self.networks())
 
     @property
     def owner(self):

@@ -39,6 +39,7 @@ def token_list(request):
             name=form.cleaned_data["name"],
             scope=form.cleaned_data["scope"],
             expires_at=form.expires_at,
+            allowed_networks=form.cleaned_data["allowed_networks"],
         )
         request.session[NEW_TOKEN] = {"id": token.pk, "clear_text": clear_text}
         return redirect("api_tokens")

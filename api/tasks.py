@@ -4,9 +4,9 @@ import logging
 
 from celery import shared_task
 
-from vms import hypervisor
-from vms.models import Node
-from vms.nodes import register_node
+import hypervisor
+from nodes.models import Node
+from nodes.registration import NetworkCheckFailed, register_node
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,8 @@ def register_node_task(node_id: int, pool_path: str | None = None, virt_type: st
             network_name=node.network_name,
             virt_type=virt_type,
         )
+    except NetworkCheckFailed as problem:
+        log.warning("node %s cannot carry its network mode yet: %s", node, problem)  # kept on the row
     except hypervisor.HypervisorError as error:
         log.warning("registering node %s failed: %s", node, error)
         Node.objects.filter(pk=node_id).update(last_error=f"Registering failed: {error}")

@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import secrets
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -27,8 +28,32 @@ def digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def create(user, *, name: str, scope: str, expires_at: dt.datetime | None = None) -> tuple[APIToken, str]:
-    """A new token for `user` and its clear text, which is shown once and never stored."""
+class TokenRefused(Exception):
+    """This user may not make this token (staff rules); the message says why."""
+
+
+def staff_max_life() -> dt.timedelta:
+    return dt.timedelta(days=settings.KVMPANEL_STAFF_TOKEN_MAX_DAYS)
+
+
+def check_staff_token(user, expires_at: dt.datetime | None) -> None:
+    """A staff token reaches every customer's VMs without the second factor a sign-in asks for: only
+    staff with two-factor on may make one, and it lives at most KVMPANEL_STAFF_TOKEN_MAX_DAYS."""
+    if not user.is_staff:
+        return
+    if not user.two_factor_enabled:
+        raise TokenRefused("Staff can make API tokens only with two-factor sign-in turned on.")
+    days = settings.KVMPANEL_STAFF_TOKEN_MAX_DAYS
+    if expires_at is None or expires_at > timezone.now() + staff_max_life() + dt.timedelta(minutes=1):
+        raise TokenRefused(f"Staff tokens expire within {days} days (KVMPANEL_STAFF_TOKEN_MAX_DAYS).")
+
+
+def create(
+    user, *, name: str, scope: str, expires_at: dt.datetime | None = None, allowed_networks: str = ""
+) -> tuple[APIToken, str]:
+    """A new token for `user` and its clear text, which is shown once and never stored. Staff's tokens
+    follow check_staff_token (TokenRefused)."""
+    check_staff_token(user, expires_at)
     for _attempt in range(3):  # a prefix collision (48 random bits) is unlikely; retry anyway
         prefix, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
         try:
@@ -40,6 +65,7 @@ def create(user, *, name: str, scope: str, expires_at: dt.datetime | None = None
                     secret_hash=digest(secret),
                     scope=scope,
                     expires_at=expires_at,
+                    allowed_networks=allowed_networks,
                 )
         except IntegrityError:
             continue
@@ -66,6 +92,23 @@ def find(presented: str) -> APIToken | None:
     return token if token.is_usable else None
 
 
+def refusal(token: APIToken, address: str | None) -> str | None:
+    """Why a found token may not be used now from `address` (None: it may). Checked at every use, so a
+    rule holds for tokens made before it: staff's need two-factor on and are at most
+    KVMPANEL_STAFF_TOKEN_MAX_DAYS old; a token bound to address ranges works only from them."""
+    user = token.user
+    if not user.is_active:  # suspended (or deactivated): its tokens stop with its sign-in
+        return "This account is suspended."
+    if user.is_staff and not user.two_factor_enabled:
+        return "Staff tokens work only while two-factor sign-in is on."
+    if user.is_staff and timezone.now() - token.created_at > staff_max_life():
+        days = settings.KVMPANEL_STAFF_TOKEN_MAX_DAYS
+        return f"Staff tokens stop working after {days} days; make a new one."
+    if not token.allows_address(address):
+        return "This token does not work from your address."
+    return None
+
+
 def note_use(token: APIToken) -> None:
     """Record when the token was last used, to the minute (one write a minute at most)."""
     now = timezone.now()
@@ -89,4 +132,5 @@ def _split(presented: str) -> tuple[str, str]:
 
 def _describe(token: APIToken) -> str:
     expiry = f"expires {token.expires_at:%Y-%m-%d %H:%M}" if token.expires_at else "no expiry"
-    return f"{token.name}: {token.get_scope_display().lower()}, {expiry}"
+    where = f", from {token.allowed_networks}" if token.allowed_networks else ""
+    return f"{token.name}: {token.get_scope_display().lower()}, {expiry}{where}"

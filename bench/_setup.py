@@ -19,7 +19,8 @@ VAR.mkdir(exist_ok=True)
 os.environ.update(
     DJANGO_SETTINGS_MODULE="kvmpanel.settings",
     DATABASE_URL=f"sqlite:///{VAR / 'bench.sqlite3'}",
-    REDIS_URL="redis://127.0.0.1:6379/14",
+    # A Redis database of the bench's own (it is flushed); BENCH_REDIS_URL picks another one.
+    REDIS_URL=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"),
     KVMPANEL_DOMAIN_PREFIX="bench-",
     LOG_LEVEL="WARNING",
 )
@@ -40,10 +41,11 @@ import redis  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 
-from vms import hypervisor  # noqa: E402
-from vms.hypervisor import xml  # noqa: E402
-from vms.models import Image, ImagePlacement, Plan  # noqa: E402
-from vms.nodes import bridge_name, register_node  # noqa: E402
+import hypervisor  # noqa: E402
+from hypervisor import xml  # noqa: E402
+from images.models import Image, ImagePlacement  # noqa: E402
+from nodes.registration import bridge_name, register_node  # noqa: E402
+from vms.models import Plan  # noqa: E402
 
 
 def prepare():
@@ -138,6 +140,9 @@ def cleanup() -> None:
                     node.undefine(name)
             except hypervisor.HypervisorError:
                 pass
+        for name in node.filter_names():  # VMs' traffic filters, should a run stop half-way
+            if name.startswith("bench-kvmpanel-"):
+                node.delete_filter(name)
         try:
             for volume in node.volume_names(POOL):
                 node.delete_volume(POOL, volume)

@@ -27,7 +27,7 @@ from _setup import BENCH_PASSWORD, BIN, cleanup, free_port, prepare, start_proce
 from django.test import Client
 from websockify.websocketproxy import WebSocketProxy
 
-from vms import hypervisor
+import hypervisor
 from vms.consoles import rfb, tokens
 from vms.consoles.bridge import ConsoleProxyHandler
 from vms.models import VirtualMachine

@@ -22,8 +22,8 @@ from _setup import IMAGE_VOLUME, NETWORK, POOL, URI, cleanup, prepare, start_wor
 from django.conf import settings
 from django.test import Client
 
-from vms import hypervisor
-from vms.hypervisor import xml
+import hypervisor
+from hypervisor import xml
 from vms.models import VirtualMachine
 
 PASSWORD_LOGIN = {"password": "bench-password-42"}

@@ -18,8 +18,12 @@ test driver: no guests.
    intervals of 10 s, every raw row of it through UsageRecorder itself, no
    bulk seeding), then ten more minutes with maintain() once a minute as
    Celery beat runs it, then one maintain() after a 70-minute pause.
-2. The customer's VM list (/vms/: first page, last page, htmx partial) for one
-   customer with 10, 1,000 and 10,000 VMs, through Django's test client.
+2. The customer's VM list (/vms/: first page, last page, the live partial, a
+   search by hostname, a state filter) for one customer with 10, 1,000 and
+   10,000 VMs (every tenth stopped), through Django's test client.
+   `--list-only` runs this part alone.
+3. `--fleet [--seconds 40]`: 100 nodes x 100 VMs instead (bench/fleet.py): the node monitor's CPU,
+   threads and database writes, an event's way to an open page, the staff lists, a drain's queue time.
 """
 
 import datetime as dt
@@ -51,12 +55,14 @@ from django.test import Client  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 
 from accounts.models import User  # noqa: E402
+from hypervisor import DomainCounters, PowerState  # noqa: E402
+from hypervisor.stats import _GROUPS as STATS_GROUPS  # noqa: E402
+from hypervisor.stats import read_counters  # noqa: E402
+from images.models import Image  # noqa: E402
+from nodes.models import Node, NodeUsage  # noqa: E402
 from vms import live, usage  # noqa: E402
 from vms.choices import OperationKind, OperationStatus, VMState  # noqa: E402
-from vms.hypervisor import DomainCounters, PowerState  # noqa: E402
-from vms.hypervisor.stats import _GROUPS as STATS_GROUPS  # noqa: E402
-from vms.hypervisor.stats import read_counters  # noqa: E402
-from vms.models import Image, Node, NodeUsage, Operation, Plan, VirtualMachine, VMUsage  # noqa: E402
+from vms.models import Operation, Plan, VirtualMachine, VMUsage  # noqa: E402
 from vms.views import PAGE_SIZE  # noqa: E402
 
 # libvirt's test driver: in this process, and inside the local libvirtd; never a real node.
@@ -88,12 +94,17 @@ def prepare() -> tuple[Node, Plan, Image]:
     return node, plan, image
 
 
-def make_vms(owner, node, plan, image, count: int, first: int = 0) -> list[VirtualMachine]:
-    """`count` running VMs with one finished create operation each, as a customer's list shows them."""
+def make_vms(
+    owner, node, plan, image, count: int, first: int = 0, stopped_every: int = 0
+) -> list[VirtualMachine]:
+    """`count` running VMs (every `stopped_every`th stopped) with one finished create operation each, as a
+    customer's list shows them."""
+
+    def state(n: int) -> str:
+        return VMState.STOPPED if stopped_every and n % stopped_every == 0 else VMState.RUNNING
+
     vms = VirtualMachine.objects.bulk_create(
-        VirtualMachine(
-            owner=owner, node=node, plan=plan, image=image, hostname=f"vm-{n:05d}", state=VMState.RUNNING
-        )
+        VirtualMachine(owner=owner, node=node, plan=plan, image=image, hostname=f"vm-{n:05d}", state=state(n))
         for n in range(first, first + count)
     )
     Operation.objects.bulk_create(
@@ -327,14 +338,21 @@ def time_page(client, path: str, rows: int, partial: bool = False) -> tuple[list
     return times, queries.captured_queries
 
 
+SEARCH = "vm-000"  # hostnames vm-00000 to vm-00099 (also inside the smaller lists)
+PAGES = ("first", "last", "partial", "search", "stopped")
+
+
 def bench_list(customer, node, plan, image) -> list[tuple[int, dict]]:
     client = Client(HTTP_HOST="127.0.0.1")
     client.force_login(customer)
     results, have = [], 0
     for size in LIST_SIZES:
-        make_vms(customer, node, plan, image, size - have, first=have)
+        make_vms(customer, node, plan, image, size - have, first=have, stopped_every=10)
         have = size
         last = -(-size // PAGE_SIZE)
+        mine = VirtualMachine.objects.filter(owner=customer)
+        found = mine.filter(hostname__icontains=SEARCH).count()
+        stopped = mine.filter(state=VMState.STOPPED).count()
         results.append(
             (
                 size,
@@ -342,6 +360,8 @@ def bench_list(customer, node, plan, image) -> list[tuple[int, dict]]:
                     "first": time_page(client, "/vms/", min(size, PAGE_SIZE)),
                     "last": time_page(client, f"/vms/?page={last}", size - (last - 1) * PAGE_SIZE),
                     "partial": time_page(client, "/vms/", min(size, PAGE_SIZE), partial=True),
+                    "search": time_page(client, f"/vms/?q={SEARCH}", min(found, PAGE_SIZE)),
+                    "stopped": time_page(client, "/vms/?state=stopped", min(stopped, PAGE_SIZE)),
                 },
             )
         )
@@ -350,23 +370,34 @@ def bench_list(customer, node, plan, image) -> list[tuple[int, dict]]:
 
 def report_list(results) -> None:
     print(f"\n2. VM list (/vms/) of one customer, median server time of {REQUESTS} requests each")
-    print(f"{'VMs':>7}{'first page ms':>15}{'last page ms':>14}{'partial ms':>12}{'queries':>10}")
+    print(f"   search: ?q={SEARCH} (hostname or name contains); stopped: ?state=stopped (a tenth of the VMs)")
+    header = "".join(f"{name + ' ms':>13}" for name in PAGES)
+    print(f"{'VMs':>7}{header}{'queries':>16}")
     for size, pages in results:
-        ms = [median_ms(pages[kind][0]) for kind in ("first", "last", "partial")]
-        queries = "/".join(str(len(pages[kind][1])) for kind in ("first", "last", "partial"))
-        print(f"{size:>7,}{ms[0]:>15.1f}{ms[1]:>14.1f}{ms[2]:>12.1f}{queries:>10}")
-    print("   queries: first page / last page / partial")
+        ms = "".join(f"{median_ms(pages[kind][0]):>13.1f}" for kind in PAGES)
+        queries = "/".join(str(len(pages[kind][1])) for kind in PAGES)
+        print(f"{size:>7,}{ms}{queries:>16}")
+    print("   queries: " + " / ".join(PAGES))
     size, pages = results[-1]
     print(f"   queries of the last page at {size:,} VMs (ms each, as Django times them, one request):")
     for query in pages["last"][1]:
         print(f"   {float(query['time']) * 1000:>5.0f}  {query['sql'][:130]}")
 
 
-def main():
+def main(list_only: bool = False, fleet_seconds: float | None = None):
     run_started = time.perf_counter()
     conn = None
     try:
         node, plan, image = prepare()
+        if fleet_seconds is not None:
+            import fleet  # bench/fleet.py: 100 nodes x 100 VMs
+
+            fleet.run(plan, image, fleet_seconds)
+            return
+        if list_only:
+            customer = User.objects.create_user(username="bench-customer", password=None)
+            report_list(bench_list(customer, node, plan, image))
+            return
         operator = User.objects.create_user(username="bench-operator", password=None)
         stats_vms = make_vms(operator, node, plan, image, STATS_VMS)
         vm_ids = usage.UsageRecorder(node)._vm_ids()
@@ -390,4 +421,6 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    arguments = sys.argv[1:]
+    seconds = float(arguments[arguments.index("--seconds") + 1]) if "--seconds" in arguments else 40.0
+    main(list_only="--list-only" in arguments, fleet_seconds=seconds if "--fleet" in arguments else None)

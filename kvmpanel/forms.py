@@ -7,7 +7,7 @@ def style_fields(form: forms.Form) -> None:
     """Bootstrap classes on every widget, marking the invalid ones."""
     for name, field in form.fields.items():
         widget = field.widget
-        if isinstance(widget, forms.CheckboxSelectMultiple):
+        if isinstance(widget, forms.CheckboxSelectMultiple | forms.CheckboxInput):
             css = "form-check-input"
         elif isinstance(widget, forms.Select):
             css = "form-select"

@@ -12,6 +12,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from .env import env, envbool, envint, envlist
+from .redis_options import redis_reconnects
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env("KVMPANEL_VAR_DIR", str(BASE_DIR / "var")))
@@ -52,11 +53,17 @@ INSTALLED_APPS = [
     "django_otp.plugins.otp_totp",
     "django_otp.plugins.otp_static",
     "accounts",
+    "nodes",
+    "images",
+    "network",
     "vms",
+    "firewall",
+    "backups",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "kvmpanel.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -158,6 +165,8 @@ AXES_CLIENT_IP_CALLABLE = "accounts.audit.client_address"
 # Two-factor: the issuer shown in authenticator apps; staff cannot use the panel without it.
 OTP_TOTP_ISSUER = env("KVMPANEL_OTP_ISSUER", "kvmpanel")
 KVMPANEL_STAFF_2FA_REQUIRED = True
+# Staff API tokens (only with two-factor on) live at most this many days.
+KVMPANEL_STAFF_TOKEN_MAX_DAYS = envint("KVMPANEL_STAFF_TOKEN_MAX_DAYS", 30)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -170,9 +179,11 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = env("TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True
+FORMAT_MODULE_PATH = "kvmpanel.formats"  # dates as ISO 8601 everywhere (kvmpanel/formats/en/formats.py)
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+# collectstatic writes here; production serves it from nginx (scripts/install.sh: outside the code).
+STATIC_ROOT = Path(env("KVMPANEL_STATIC_ROOT", str(BASE_DIR / "staticfiles")))
 STATICFILES_DIRS = [
     BASE_DIR / "static",
     # Front-end packages installed from npm (package.json), served as they are.
@@ -199,7 +210,7 @@ CSRF_COOKIE_SECURE = SECURE_COOKIES
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 if envbool("HTTPS", False):
-    # Served over HTTPS (behind the README's nginx, which sets X-Forwarded-Proto):
+    # Served over HTTPS (behind deploy/nginx/kvmpanel.conf, which sets X-Forwarded-Proto):
     # redirect plain HTTP and tell browsers to use HTTPS only from now on.
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = True
@@ -215,7 +226,7 @@ def channel_layers(redis_url: str) -> dict:
     # redis-py 8 times out socket reads after 5 s by default, but channels_redis
     # blocks 5 s on BZPOPMIN while waiting for messages: without this every idle
     # websocket (serial console, live updates) would crash after 5 s.
-    host = {"address": redis_url, "socket_timeout": None}
+    host = {"address": redis_url, "socket_timeout": None, **redis_reconnects(asynchronous=True)}
     return {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [host]}}}
 
 
@@ -224,7 +235,11 @@ CHANNEL_LAYERS = channel_layers(REDIS_URL)
 
 def caches(redis_url: str) -> dict:
     # Shared by every process (web, worker): login throttling and API rate limits count across all.
-    backend = {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": redis_url}
+    backend = {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": redis_url,
+        "OPTIONS": redis_reconnects(asynchronous=False),
+    }
     return {"default": {**backend, "KEY_PREFIX": "kvmpanel"}}
 
 
@@ -240,30 +255,86 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-# A task that a worker took but never acknowledged comes back after this.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+# A task that a worker took but never acknowledged comes back after this. Operations do not wait
+# for it (their lease runs out after KVMPANEL_OPERATION_LEASE_SECONDS and the sweeper sends them
+# again); the image library's long tasks hold a renewed lock, so a copy handed out while the first
+# still runs is dropped. It must stay above the longest retry delay (ETA tasks wait unacknowledged).
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": envint("KVMPANEL_VISIBILITY_TIMEOUT", 600)}
+# A request that sends a task while Redis is away gives up quickly: the operation is already
+# recorded, and the sweeper sends it once Redis is back.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2}
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+# The operation engine (vms/engine.py): how long a worker's lease on an operation lasts without
+# renewal (it renews every quarter of it), how often the sweeper looks for lost operations, how long
+# it waits before sending one again (doubling each time), how many attempts an operation gets,
+# the first retry delay of a transient failure (doubling), and how long a worker keeps trying to
+# record an outcome while the database is away.
+KVMPANEL_OPERATION_LEASE_SECONDS = envint("KVMPANEL_OPERATION_LEASE_SECONDS", 60)
+KVMPANEL_SWEEP_SECONDS = envint("KVMPANEL_SWEEP_SECONDS", 5)
+KVMPANEL_OPERATION_RESEND_SECONDS = envint("KVMPANEL_OPERATION_RESEND_SECONDS", 15)
+KVMPANEL_OPERATION_MAX_ATTEMPTS = envint("KVMPANEL_OPERATION_MAX_ATTEMPTS", 5)
+KVMPANEL_OPERATION_RETRY_SECONDS = envint("KVMPANEL_OPERATION_RETRY_SECONDS", 5)
+KVMPANEL_DATABASE_OUTAGE_SECONDS = envint("KVMPANEL_DATABASE_OUTAGE_SECONDS", 120)
+# The backoffice lists an operation as stuck when it is still queued after this long.
+KVMPANEL_OPERATION_STUCK_SECONDS = envint("KVMPANEL_OPERATION_STUCK_SECONDS", 120)
+# A drain moves at most this many VMs off a node at once (each a live migration: memory and disk
+# over the network, so more at once mostly makes each slower).
+KVMPANEL_DRAIN_PARALLEL = envint("KVMPANEL_DRAIN_PARALLEL", 2)
 CELERY_BEAT_SCHEDULE = {
-    "refresh-nodes": {"task": "vms.tasks.refresh_nodes", "schedule": 60.0},
+    "sweep-operations": {"task": "vms.tasks.sweep_operations", "schedule": float(KVMPANEL_SWEEP_SECONDS)},
+    # Drains ask for their next moves (also when a move ends; this catches a lost message).
+    "drain-nodes": {"task": "vms.tasks.drain_nodes", "schedule": float(KVMPANEL_SWEEP_SECONDS)},
+    "refresh-nodes": {"task": "nodes.tasks.refresh_nodes", "schedule": 60.0},
     "reconcile-nodes": {
         "task": "vms.tasks.reconcile_nodes",
         "schedule": envint("KVMPANEL_RECONCILE_SECONDS", 60),
     },
     "maintain-usage": {"task": "vms.tasks.maintain_usage", "schedule": 60.0},
-    "remove-stale-files": {"task": "vms.tasks.remove_stale_files", "schedule": 3600.0},
+    # PTR records PowerDNS does not have yet (it was away, a message was lost) are sent again.
+    "sync-rdns": {"task": "network.tasks.sync_rdns", "schedule": envint("KVMPANEL_RDNS_SWEEP_SECONDS", 15)},
+    # A new month lifts last month's traffic throttles (within minutes of midnight UTC).
+    "turn-traffic-month": {"task": "vms.tasks.turn_traffic_month", "schedule": 300.0},
+    "remove-stale-files": {"task": "images.tasks.remove_stale_files", "schedule": 3600.0},
+    # Due scheduled backups become rows; queued ones start within each node's limit; dead ones end.
+    "dispatch-backups": {"task": "backups.tasks.dispatch", "schedule": 60.0},
+    "check-backup-stores": {
+        "task": "backups.tasks.check_stores",
+        "schedule": envint("KVMPANEL_BACKUP_CHECK_HOURS", 24) * 3600.0,
+    },
 }
 
 # The hypervisor side.
+# Remote nodes over SSH: the panel's private key (made at install; its .pub goes in each node's
+# authorized_keys) and the directory of pinned host keys (one known_hosts file per node).
+KVMPANEL_SSH_KEY = Path(env("KVMPANEL_SSH_KEY", str(VAR_DIR / "ssh" / "id_ed25519")))
+KVMPANEL_KNOWN_HOSTS_DIR = Path(env("KVMPANEL_KNOWN_HOSTS_DIR", str(VAR_DIR / "ssh" / "known_hosts.d")))
+# Remote nodes over TLS: a directory holding the panel's cacert.pem, clientcert.pem and clientkey.pem
+# (libvirt's pkipath); empty: libvirt's standard paths under /etc/pki.
+KVMPANEL_TLS_DIR = env("KVMPANEL_TLS_DIR", "")
 KVMPANEL_LOCAL_LIBVIRT_URI = env("LIBVIRT_URI", "qemu:///system")
-# "kvm", "qemu" or "auto" (see vms.hypervisor.host.detect_virt_type).
+# "kvm", "qemu" or "auto" (see hypervisor.host.detect_virt_type).
 KVMPANEL_VIRT_TYPE = env("KVMPANEL_VIRT_TYPE", "auto")
 KVMPANEL_POOL_NAME = env("KVMPANEL_POOL_NAME", "kvmpanel")
 KVMPANEL_POOL_PATH = env("KVMPANEL_POOL_PATH", "/var/lib/kvmpanel/pool")
 KVMPANEL_NETWORK_NAME = env("KVMPANEL_NETWORK_NAME", "kvmpanel")
+# A released address waits this long before it is given to anyone else (stale ARP caches, abuse reports).
+KVMPANEL_ADDRESS_COOLDOWN_HOURS = envint("KVMPANEL_ADDRESS_COOLDOWN_HOURS", 24)
+# How often a worker asks a booting guest's agent whether its first boot (cloud-init) has finished,
+# and for how long at most.
+KVMPANEL_READY_POLL_SECONDS = envint("KVMPANEL_READY_POLL_SECONDS", 1)
+KVMPANEL_READY_TIMEOUT_SECONDS = envint("KVMPANEL_READY_TIMEOUT_SECONDS", 1800)
 # Empty in production: a domain's name is the VM's UUID. Tests set "test-".
 KVMPANEL_DOMAIN_PREFIX = env("KVMPANEL_DOMAIN_PREFIX", "")
 KVMPANEL_SHUTDOWN_TIMEOUT = envint("KVMPANEL_SHUTDOWN_TIMEOUT", 120)
-KVMPANEL_TASK_MAX_RETRIES = envint("KVMPANEL_TASK_MAX_RETRIES", 3)
+# Backups (backups/): how many run at once on one node; how far scheduled ones are spread after
+# their hour (each VM gets its own fixed offset); how long a running backup may go without a sign
+# of life before it counts as dead; what share of the stored data each store check reads back.
+KVMPANEL_BACKUPS_PER_NODE = envint("KVMPANEL_BACKUPS_PER_NODE", 2)
+KVMPANEL_BACKUP_SPREAD_MINUTES = envint("KVMPANEL_BACKUP_SPREAD_MINUTES", 60)
+KVMPANEL_BACKUP_STALE_SECONDS = envint("KVMPANEL_BACKUP_STALE_SECONDS", 300)
+KVMPANEL_BACKUP_CHECK_READ_PERCENT = envint("KVMPANEL_BACKUP_CHECK_READ_PERCENT", 5)
+KVMPANEL_RESTIC = env("KVMPANEL_RESTIC", "restic")
+KVMPANEL_RESTIC_CACHE_DIR = env("KVMPANEL_RESTIC_CACHE_DIR", str(VAR_DIR / "restic-cache"))
 
 # How often the node monitor looks for nodes added or removed.
 KVMPANEL_MONITOR_RESCAN_SECONDS = envint("KVMPANEL_MONITOR_RESCAN_SECONDS", 30)
@@ -283,6 +354,37 @@ KVMPANEL_QUOTA_DEFAULTS = {
 }
 # How often the node monitor reads every VM's usage counters (one bulk call per node).
 KVMPANEL_STATS_INTERVAL = envint("KVMPANEL_STATS_INTERVAL", 10)
+# Reverse DNS through PowerDNS Authoritative's API (network/rdns.py). Off for operators whose DNS runs
+# elsewhere. The API key comes from the environment, or the file the local server was set up with
+# (scripts/lib.sh, `manage.py rdns_server`). New addresses get the default name: {hostname} is the
+# VM's hostname, {ip_dashed} the address with dashes (a name that is no FQDN gives no PTR).
+KVMPANEL_RDNS_ENABLED = envbool("KVMPANEL_RDNS_ENABLED", True)
+KVMPANEL_PDNS_URL = env("KVMPANEL_PDNS_URL", "http://127.0.0.1:8081")
+KVMPANEL_PDNS_DNS_PORT = envint("KVMPANEL_PDNS_DNS_PORT", 5353)
+KVMPANEL_PDNS_DIR = env("KVMPANEL_PDNS_DIR", str(VAR_DIR / "pdns"))
+
+
+def _pdns_api_key() -> str:
+    """KVMPANEL_PDNS_API_KEY, or the local server's key, made once and kept beside the secret key."""
+    if env("KVMPANEL_PDNS_API_KEY"):
+        return env("KVMPANEL_PDNS_API_KEY")
+    key_file = VAR_DIR / "pdns_api_key"
+    try:
+        if not key_file.exists():
+            VAR_DIR.mkdir(parents=True, exist_ok=True)
+            key_file.write_text(secrets.token_urlsafe(32))
+            key_file.chmod(0o600)
+        return key_file.read_text().strip()
+    except OSError:  # a process that may not write var/: PowerDNS refuses it, and the log says so
+        return ""
+
+
+KVMPANEL_PDNS_API_KEY = _pdns_api_key()
+KVMPANEL_RDNS_DEFAULT = env("KVMPANEL_RDNS_DEFAULT", "{ip_dashed}.customers.example.net")
+KVMPANEL_RDNS_NAMESERVERS = env("KVMPANEL_RDNS_NAMESERVERS", "ns1.example.net.").split()
+# A VM that used up its plan's monthly traffic is slowed down to this speed (both ways) until the month
+# ends, in libvirt's unit: kilobytes (1000 bytes) per second (125 is 1 Mbit/s).
+KVMPANEL_THROTTLE_KBPS = envint("KVMPANEL_THROTTLE_KBPS", 125)
 # The metrics endpoint (/metrics) answers staff sessions, and this bearer token when set.
 KVMPANEL_METRICS_TOKEN = env("KVMPANEL_METRICS_TOKEN", "")
 
@@ -292,6 +394,9 @@ KVMPANEL_CONSOLE_BIND = env("KVMPANEL_CONSOLE_BIND", "127.0.0.1")
 KVMPANEL_CONSOLE_PORT = envint("KVMPANEL_CONSOLE_PORT", 6080)
 KVMPANEL_CONSOLE_URL = env("KVMPANEL_CONSOLE_URL", "")
 KVMPANEL_CONSOLE_TOKEN_TTL = envint("KVMPANEL_CONSOLE_TOKEN_TTL", 30)
+# Open websockets (serial console, live updates, the VNC bridge) check their session again this often,
+# besides being told at once when it ends (sign-out, password or two-factor change, suspension).
+KVMPANEL_SOCKET_RECHECK_SECONDS = envint("KVMPANEL_SOCKET_RECHECK_SECONDS", 30)
 # Serve static files from their sources in the ASGI app (tests); production uses WhiteNoise.
 KVMPANEL_SERVE_STATIC = envbool("KVMPANEL_SERVE_STATIC", False)
 
@@ -330,6 +435,7 @@ REST_FRAMEWORK = {
         "rest_framework.filters.OrderingFilter",
     ],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "api.negotiation.JSONWhateverTheAcceptHeader",
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "EXCEPTION_HANDLER": "api.errors.handle_exception",
     # Rate limits count REMOTE_ADDR only, as the audit log does: X-Forwarded-For is the client's to forge.

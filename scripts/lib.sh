@@ -10,6 +10,19 @@ GUEST_IMAGE="$CACHE_DIR/images/debian-12-cloud.qcow2"
 # its own UUID, so a rescue system never mounts the customer's disk as its root.
 RESCUE_IMAGE="$CACHE_DIR/images/debian-12-rescue.qcow2"
 
+# What the panel's processes need on a node (the setup and the production install alike).
+RUNTIME_PACKAGES=(
+  libvirt-daemon-system libvirt-clients libvirt-dev pkg-config gcc python3-dev python3-venv
+  qemu-system-x86 qemu-utils redis-server dnsmasq-base
+  restic openssh-client
+  # nwfilter (every VM NIC carries a traffic filter) applies its rules with ebtables-nft, ip(6)tables-nft
+  iptables
+  # reverse DNS: PowerDNS Authoritative with its SQLite backend (the Procfile's dns process)
+  pdns-server pdns-backend-sqlite3
+)
+# Node.js may come from elsewhere than Debian; install Debian's npm only when there is none.
+command -v npm >/dev/null || RUNTIME_PACKAGES+=(npm)
+
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 have_systemd() { [ -d /run/systemd/system ]; }
 
@@ -44,16 +57,29 @@ wait_for() {
 }
 
 ensure_redis() {
-  redis-cli -h 127.0.0.1 ping 2>/dev/null | grep -q PONG && return 0
-  say "Starting Redis"
-  if have_systemd; then
-    systemctl start redis-server
-  else
-    mkdir -p /var/lib/redis /var/log/redis
-    redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
-      --dir /var/lib/redis --logfile /var/log/redis/kvmpanel.log
+  if ! redis-cli -h 127.0.0.1 ping 2>/dev/null | grep -q PONG; then
+    say "Starting Redis"
+    if have_systemd; then
+      systemctl start redis-server
+    else
+      mkdir -p /var/lib/redis /var/log/redis
+      redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --appendonly yes \
+        --dir /var/lib/redis --logfile /var/log/redis/kvmpanel.log
+    fi
+    wait_for 20 sh -c 'redis-cli -h 127.0.0.1 ping | grep -q PONG'
   fi
-  wait_for 20 sh -c 'redis-cli -h 127.0.0.1 ping | grep -q PONG'
+  ensure_redis_persistence
+}
+
+# Queued tasks and the Channels layer live in Redis: with the append-only file a Redis restart
+# loses nothing (without it, everything queued was gone; the operation sweeper would send it
+# again, but only seconds later). Turned on in a running Redis too, and kept in its configuration
+# file when it has one (CONFIG REWRITE fails harmlessly when it was started without one).
+ensure_redis_persistence() {
+  if redis-cli -h 127.0.0.1 config get appendonly | grep -qx yes; then return 0; fi
+  say "Turning on Redis persistence (appendonly)"
+  redis-cli -h 127.0.0.1 config set appendonly yes >/dev/null
+  redis-cli -h 127.0.0.1 config rewrite >/dev/null 2>&1 || true
 }
 
 ensure_libvirt() {
@@ -71,14 +97,16 @@ ensure_libvirt() {
   wait_for 30 virsh -c qemu:///system version
 }
 
+# A virtual environment with requirements.txt installed: the checkout's own, or another (install.sh).
 ensure_python_env() {
-  [ -x "$PY" ] || { say "Creating the Python environment"; /usr/bin/python3 -m venv "$VENV"; }
-  local stamp="$VENV/.requirements.sha256" want
-  want=$(sha256sum "$ROOT/requirements.txt" | cut -d' ' -f1)
+  local venv=${1:-$VENV} requirements=${2:-$ROOT/requirements.txt}
+  [ -x "$venv/bin/python" ] || { say "Creating the Python environment in $venv"; /usr/bin/python3 -m venv "$venv"; }
+  local stamp="$venv/.requirements.sha256" want
+  want=$(sha256sum "$requirements" | cut -d' ' -f1)
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     say "Installing Python packages"
-    "$VENV/bin/pip" install -q --upgrade pip
-    "$VENV/bin/pip" install -q -r "$ROOT/requirements.txt"
+    "$venv/bin/pip" install -q --upgrade pip
+    "$venv/bin/pip" install -q -r "$requirements"
     echo "$want" >"$stamp"
   fi
 }

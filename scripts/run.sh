@@ -5,7 +5,8 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 bash "$ROOT/scripts/setup.sh"
-django bootstrap_panel --image "$GUEST_IMAGE"
+ensure_rescue_image  # a second build of the guest image (its own root UUID), offered for rescue
+django bootstrap_panel --image "$GUEST_IMAGE" --rescue-image "$RESCUE_IMAGE"
 say "Serving on http://${KVMPANEL_BIND:-127.0.0.1}:${KVMPANEL_PORT:-8000}/ (Ctrl+C stops every process)"
 cd "$ROOT"
 exec "$VENV/bin/honcho" start -f Procfile

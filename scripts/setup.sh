@@ -4,13 +4,6 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-RUNTIME_PACKAGES=(
-  libvirt-daemon-system libvirt-clients libvirt-dev pkg-config gcc python3-dev python3-venv
-  qemu-system-x86 qemu-utils redis-server dnsmasq-base
-)
-# Node.js may come from elsewhere than Debian; install Debian's npm only when there is none.
-command -v npm >/dev/null || RUNTIME_PACKAGES+=(npm)
-
 require_root
 started=$SECONDS
 ensure_packages "${RUNTIME_PACKAGES[@]}"

@@ -8,8 +8,12 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from accounts import suspension
 from accounts.models import SSHKey
 from accounts.sshkeys import parse_public_key
+from backups.models import Backup, BackupStore
+from images.models import Image
+from network import allocation
+from network.models import Pool
 from vms.choices import OperationStatus, VMState
-from vms.models import Image, Operation
+from vms.models import NetworkInterface, Operation, Snapshot
 
 from .factories import make_image, make_node, make_plan, make_user, make_vm
 
@@ -43,6 +47,10 @@ class World:
     key: object
     operation: object
     suspended: object
+    address: object
+    snapshot: object = None
+    store: object = None
+    backup: object = None
 
 
 def make_world(alice, staff) -> World:
@@ -52,6 +60,9 @@ def make_world(alice, staff) -> World:
     vm = make_vm(alice, node=node, plan=plan, image=image, hostname="web", state=VMState.RUNNING)
     operation = Operation.objects.create(vm=vm, user=alice, kind="start", status=OperationStatus.SUCCEEDED)
     suspended = make_user("carol")
+    pool = Pool.objects.create(name="public", prefix="198.51.100.0/24", gateway="198.51.100.1")
+    pool.nodes.add(node)
+    address = allocation.allocate(node, NetworkInterface.objects.create(vm=vm), 4)
     world = World(
         node=node,
         plan=plan,
@@ -64,6 +75,12 @@ def make_world(alice, staff) -> World:
         key=add_key(alice),
         operation=operation,
         suspended=suspended,
+        address=address,
+    )
+    world.snapshot = Snapshot.objects.create(vm=vm, name="snap-1", vm_state=VMState.RUNNING)
+    world.store = BackupStore.objects.create(name="store", path="/var/backups/kvmpanel", is_default=True)
+    world.backup = Backup.objects.create(
+        vm=vm, store=world.store, status="succeeded", disk_bytes=1, restic_id="ab"
     )
     return world
 

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from vms import hypervisor
+import hypervisor
 
-from .factories import make_node, make_user, make_vm
+from .factories import make_node, make_token, make_user, make_vm
+from .powerdns import powerdns, powerdns_server  # noqa: F401  (fixtures: a real PowerDNS for the rDNS tests)
 
 TEST_NODE_XML = """<node>
   <cpu><nodes>1</nodes><sockets>1</sockets><cores>4</cores><threads>1</threads>
@@ -140,17 +141,38 @@ def no_tasks(monkeypatch):
 
 
 @pytest.fixture
+def as_staff(staff, api_client, no_tasks):
+    """An API client with a staff member's token; nothing it asks for is enqueued."""
+    return api_client(staff)
+
+
+@pytest.fixture
 def api_client(fresh_api_rates):
     """api_client(user, scope="write") -> a DRF test client sending that user's new Bearer token."""
     from rest_framework.test import APIClient
 
-    from api import tokens
-
     def make(user=None, scope="write", **token_fields):
         client = APIClient()
         if user is not None:
-            _token, clear_text = tokens.create(user, name="test", scope=scope, **token_fields)
-            client.credentials(HTTP_AUTHORIZATION=f"Bearer {clear_text}")
+            client.credentials(HTTP_AUTHORIZATION=f"Bearer {make_token(user, scope, **token_fields)}")
         return client
 
     return make
+
+
+@pytest.fixture
+def fleet(monkeypatch):
+    """Fake nodes by URI (tests/fake_nodes.py); hypervisor.connect hands out the one asked for."""
+    from .fake_nodes import FakeNode
+
+    fakes: dict[str, FakeNode] = {}
+
+    @contextlib.contextmanager
+    def connect(uri):
+        fake = fakes[uri]
+        if not fake.reachable:
+            raise hypervisor.NodeUnreachable(f"{uri} does not answer")
+        yield fake
+
+    monkeypatch.setattr(hypervisor, "connect", connect)
+    return fakes

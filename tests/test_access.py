@@ -86,5 +86,5 @@ def test_the_backoffice_node_list_counts_live_vms_in_one_query(
     staff.is_superuser = True
     staff.save()
     with django_assert_max_num_queries(8):
-        page = client.get(reverse("admin:vms_node_changelist")).content.decode()
+        page = client.get(reverse("admin:nodes_node_changelist")).content.decode()
     assert '<td class="field-vm_count">2</td>' in page

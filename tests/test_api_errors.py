@@ -63,7 +63,7 @@ def test_anonymous_requests_are_limited_per_address(api_client, settings):
     client = api_client()
     codes = [client.get("/api/v1/vms/").status_code for _ in range(4)]
     assert codes == [401, 401, 401, 429]
-    assert client.get("/api/v1/vms/", REMOTE_ADDR="192.0.2.1").status_code == 401
+    assert client.get("/api/v1/vms/", REMOTE_ADDR="203.0.113.1").status_code == 401
 
 
 def test_the_schema_and_the_docs_page_are_served(client):

@@ -24,6 +24,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from .api_world import make_world
+from .factories import make_token
 
 EXAMPLES_PER_OPERATION = 12
 # The same examples on every run, so the suite never fails by luck; API_FUZZ_EXPLORE=1 draws new ones.
@@ -55,8 +56,6 @@ def wsgi_keeps_the_test_connection():
 @pytest.fixture
 def bearer(db, alice, staff, api_client, no_tasks, settings, wsgi_keeps_the_test_connection):
     """Authorization headers for a customer (alice, who owns the world's objects) and for staff."""
-    from api import tokens
-
     settings.KVMPANEL_API_RATES = {
         "anonymous": "100000/minute",
         "user": "100000/minute",
@@ -65,8 +64,7 @@ def bearer(db, alice, staff, api_client, no_tasks, settings, wsgi_keeps_the_test
     make_world(alice, staff)
     headers = {}
     for role, user in (("customer", alice), ("staff", staff)):
-        _token, clear_text = tokens.create(user, name="fuzz", scope="write")
-        headers[role] = {"Authorization": f"Bearer {clear_text}"}
+        headers[role] = {"Authorization": f"Bearer {make_token(user, 'write', name='fuzz')}"}
     return headers
 
 

@@ -4,17 +4,15 @@ import pytest
 
 from accounts.models import AuditEntry
 from api import tasks as api_tasks
-from vms.choices import NodeStatus, VMState
-from vms.models import Image, Node, Plan
+from images.models import Image
+from nodes.choices import NodeStatus
+from nodes.models import Node
+from vms.choices import VMState
+from vms.models import Plan
 
 from .factories import make_image, make_plan, make_user, make_vm
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def as_staff(staff, api_client, no_tasks):
-    return api_client(staff)
 
 
 @pytest.fixture
@@ -24,10 +22,30 @@ def registrations(monkeypatch):
     return calls
 
 
+@pytest.fixture
+def node2_host_key(monkeypatch, settings, tmp_path):
+    """node2's SSH host key, as ssh-keyscan would read it."""
+    from nodes import remote
+
+    settings.KVMPANEL_KNOWN_HOSTS_DIR = tmp_path
+    remote.configure()
+    key = remote.HostKey(
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPzUoXhm3dxkhiOV9CM2MxWCHMCuIMd4SVpyfl0m2jk7", ""
+    )
+    key = remote.HostKey(key.key, remote.fingerprint(key.key))
+    monkeypatch.setattr(remote, "scan_host_key", lambda uri: key)
+    return key
+
+
 def test_registering_a_node_records_it_and_hands_the_work_to_a_worker(
-    as_staff, registrations, django_capture_on_commit_callbacks
+    as_staff, registrations, django_capture_on_commit_callbacks, node2_host_key
 ):
-    body = {"name": "node-2", "uri": "qemu+ssh://root@node2/system", "pool_path": "/srv/pool"}
+    body = {
+        "name": "node-2",
+        "uri": "qemu+ssh://root@node2/system",
+        "pool_path": "/srv/pool",
+        "ssh_host_key_fingerprint": node2_host_key.fingerprint,
+    }
     with django_capture_on_commit_callbacks(execute=True):
         response = as_staff.post("/api/v1/admin/nodes/", body, format="json")
     assert response.status_code == 202, response.content
@@ -35,6 +53,21 @@ def test_registering_a_node_records_it_and_hands_the_work_to_a_worker(
     assert node.status == NodeStatus.UNREACHABLE  # no VM goes there before the worker prepared it
     assert registrations == [(node.pk, "/srv/pool", None)]
     assert AuditEntry.objects.filter(action="node.register").exists()
+    assert node.ssh_host_key == node2_host_key.key  # pinned, and written where libvirt reads it
+    from hypervisor import remote as hypervisor_remote
+
+    pinned = hypervisor_remote.known_hosts_path("node2", 22).read_text()
+    assert pinned == f"node2 {node2_host_key.key}\n"
+
+
+def test_an_ssh_node_is_refused_until_its_host_key_is_confirmed(as_staff, registrations, node2_host_key):
+    body = {"name": "node-2", "uri": "qemu+ssh://root@node2/system"}
+    response = as_staff.post("/api/v1/admin/nodes/", body, format="json")
+    assert response.status_code == 400
+    assert node2_host_key.fingerprint in str(response.json())
+    wrong = {**body, "ssh_host_key_fingerprint": "SHA256:somebody-elses-key"}
+    assert as_staff.post("/api/v1/admin/nodes/", wrong, format="json").status_code == 400
+    assert not Node.objects.exists() and registrations == []
 
 
 @pytest.mark.parametrize("uri", ["qemu+tcp://node2/system", "http://node2/", "node2"])
@@ -76,7 +109,7 @@ def test_an_inactive_plan_is_hidden_from_customers(alice, api_client, as_staff):
 def test_an_image_by_url_is_checked_like_the_backoffice_and_downloaded_by_a_worker(
     as_staff, monkeypatch, django_capture_on_commit_callbacks
 ):
-    from vms import tasks
+    from images import tasks
 
     started = []
     monkeypatch.setattr(tasks.fetch_image, "delay", started.append)

@@ -6,6 +6,8 @@ import hashlib
 import pytest
 from django.urls import reverse
 from django.utils import timezone
+from django_otp import DEVICE_ID_SESSION_KEY
+from django_otp.plugins.otp_totp.models import TOTPDevice
 from rest_framework.test import APIClient
 
 from accounts.models import AuditEntry
@@ -14,7 +16,7 @@ from api.models import APIToken
 from vms.models import Operation
 
 from .api_world import suspend
-from .factories import make_vm
+from .factories import make_user, make_vm
 
 pytestmark = pytest.mark.django_db
 
@@ -135,10 +137,10 @@ def test_last_use_is_written_at_most_once_a_minute(alice, fresh_api_rates):
 def test_token_calls_are_audited_with_the_tokens_user_as_actor(alice, no_tasks, fresh_api_rates):
     vm = make_vm(alice)
     _token, clear_text = tokens.create(alice, name="ci", scope="write")
-    bearer(clear_text).post(f"/api/v1/vms/{vm.uuid}/reboot/", REMOTE_ADDR="192.0.2.7")
+    bearer(clear_text).post(f"/api/v1/vms/{vm.uuid}/reboot/", REMOTE_ADDR="203.0.113.7")
     entry = AuditEntry.objects.get(action="vm.reboot")
     assert (entry.actor, entry.actor_name, entry.outcome) == (alice, "alice", "requested")
-    assert entry.address == "192.0.2.7"
+    assert entry.address == "203.0.113.7"
 
 
 def test_a_refused_token_call_is_audited_with_the_tokens_user(alice, no_tasks, fresh_api_rates):
@@ -225,3 +227,80 @@ def test_a_session_needs_the_csrf_token_to_change_anything(alice, no_tasks, fres
     response = client.post(f"/api/v1/vms/{vm.uuid}/reboot/")
     assert response.status_code == 403 and "CSRF" in response.json()["error"]["message"]
     assert not Operation.objects.exists()
+
+
+# Staff tokens: only with two-factor on, short-lived; any token may be bound to address ranges ----
+
+
+@pytest.fixture
+def operator(db):
+    return make_user("operator", is_staff=True)
+
+
+def test_staff_without_two_factor_cannot_make_a_token(client, operator, sign_in_confirmed):
+    with pytest.raises(tokens.TokenRefused, match="two-factor"):
+        tokens.create(operator, name="ops", scope="write", expires_at=timezone.now() + dt.timedelta(days=1))
+    sign_in_confirmed(operator)
+    body = {"name": "ops", "scope": "write", "expires_in_days": "30"}
+    page = client.post(reverse("api_tokens"), body).content.decode()
+    assert "only with two-factor sign-in turned on" in page
+    assert not APIToken.objects.exists()
+
+
+@pytest.mark.parametrize("expiry", ["", "90", "365"])
+def test_staff_tokens_live_at_most_the_staff_maximum(client, operator, sign_in_confirmed, expiry):
+    operator.two_factor_enabled = True
+    operator.save()
+    device = TOTPDevice.objects.create(user=operator, name="app", confirmed=True)
+    sign_in_confirmed(operator)
+    session = client.session
+    session[DEVICE_ID_SESSION_KEY] = device.persistent_id  # the code was given at sign-in
+    session.save()
+    page = client.get(reverse("api_tokens")).content.decode()
+    assert "Never" not in page and "30 days (the longest for staff)" in page
+    client.post(reverse("api_tokens"), {"name": "ops", "scope": "write", "expires_in_days": expiry})
+    assert not APIToken.objects.exists()
+    client.post(reverse("api_tokens"), {"name": "ops", "scope": "write", "expires_in_days": "30"})
+    token = APIToken.objects.get()
+    assert token.expires_at - timezone.now() <= dt.timedelta(days=30)
+
+
+def test_a_staff_token_stops_when_two_factor_is_off_or_it_is_too_old(operator, fresh_api_rates):
+    operator.two_factor_enabled = True
+    operator.save()
+    token, clear_text = tokens.create(
+        operator, name="ops", scope="read", expires_at=timezone.now() + dt.timedelta(days=30)
+    )
+    assert bearer(clear_text).get("/api/v1/admin/nodes/").status_code == 200
+    operator.two_factor_enabled = False
+    operator.save()
+    response = bearer(clear_text).get("/api/v1/admin/nodes/")
+    assert response.status_code == 401 and "two-factor" in response.json()["error"]["message"]
+    operator.two_factor_enabled = True
+    operator.save()
+    # A token made before the rule, without expiry, 31 days ago: too old for staff.
+    APIToken.objects.filter(pk=token.pk).update(
+        expires_at=None, created_at=timezone.now() - dt.timedelta(days=31)
+    )
+    response = bearer(clear_text).get("/api/v1/admin/nodes/")
+    assert response.status_code == 401 and "after 30 days" in response.json()["error"]["message"]
+
+
+def test_a_token_bound_to_address_ranges_works_only_from_them(alice, fresh_api_rates):
+    _token, clear_text = tokens.create(
+        alice, name="ci", scope="read", allowed_networks="203.0.113.0/24 2001:db8::/48"
+    )
+    assert bearer(clear_text).get("/api/v1/me/").status_code == 401  # the test client is 127.0.0.1
+    assert bearer(clear_text).get("/api/v1/me/", REMOTE_ADDR="203.0.113.9").status_code == 200
+    assert bearer(clear_text).get("/api/v1/me/", REMOTE_ADDR="2001:db8::5").status_code == 200
+    response = bearer(clear_text).get("/api/v1/me/", REMOTE_ADDR="198.51.100.1")
+    assert response.json()["error"]["message"] == "This token does not work from your address."
+
+
+def test_the_page_binds_a_token_to_ranges_and_refuses_nonsense(client, alice, sign_in_confirmed):
+    sign_in_confirmed(alice)
+    body = {"name": "ci", "scope": "read", "expires_in_days": "30"}
+    page = client.post(reverse("api_tokens"), {**body, "allowed_networks": "203.0.113.0/24, banana"})
+    assert "Not an address range" in page.content.decode() and not APIToken.objects.exists()
+    client.post(reverse("api_tokens"), {**body, "allowed_networks": "203.0.113.7/24, 2001:db8::/48"})
+    assert APIToken.objects.get().allowed_networks == "203.0.113.0/24 2001:db8::/48"

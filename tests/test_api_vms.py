@@ -2,8 +2,9 @@
 
 import pytest
 
+from images.models import Image
 from vms.choices import VMState
-from vms.models import Image, Operation, VirtualMachine
+from vms.models import Operation, VirtualMachine
 
 from .api_world import PASSWORD, add_key
 from .factories import make_image, make_node, make_plan, make_vm

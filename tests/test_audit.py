@@ -3,9 +3,10 @@
 import pytest
 from django.urls import reverse
 
+from accounts import audit
 from accounts.models import AuditEntry
 from vms import actions, tasks
-from vms.choices import OperationKind
+from vms.choices import OperationKind, OperationStatus
 
 from .factories import make_user, make_vm
 from .test_tasks import FakeTask
@@ -66,7 +67,7 @@ def test_owners_see_their_own_entries_only(client, alice, bob, alice_vm, enqueue
     assert alice_vm.name not in client.get(reverse("activity")).content.decode()
     client.force_login(alice)
     page = client.get(reverse("activity")).content.decode()
-    assert "vm.reboot" in page and alice_vm.name in page
+    assert "Reboot VM" in page and alice_vm.name in page
 
 
 def test_staff_search_the_log_and_nobody_can_edit_it(client, alice, alice_vm, enqueued):
@@ -116,3 +117,52 @@ def test_backoffice_changes_are_in_the_audit_log_with_field_names_only(client, a
     plan = make_plan()
     client.post(reverse("admin:vms_plan_delete", args=[plan.pk]), {"post": "yes"})
     assert AuditEntry.objects.filter(action="plan.delete", actor=operator, target_label=str(plan)).exists()
+
+
+# The Activity page: staff show as "Staff" with no address; words, one line per action ------------
+
+
+def activity_rows(client) -> list[list[str]]:
+    """The Activity table's rows as the text of their cells."""
+    import re
+
+    html = client.get(reverse("activity")).content.decode()
+    body = html.split("<tbody>", 1)[1].split("</tbody>", 1)[0]
+    rows = re.findall(r"<tr[^>]*>(.*?)</tr>", body, re.S)
+    cell_text = lambda cell: " ".join(re.sub(r"<[^>]+>", " ", cell).split())  # noqa: E731
+    return [[cell_text(cell) for cell in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)] for row in rows]
+
+
+def test_customers_see_staff_actions_as_staff_without_name_or_address(client, alice, alice_vm, enqueued):
+    from django.test import RequestFactory
+
+    operator = make_user("ops-jane", is_staff=True)
+    request = RequestFactory().post("/", REMOTE_ADDR="203.0.113.77")
+    request.user = operator
+    token = audit._current_request.set(request)
+    try:
+        actions.request(alice_vm, operator, OperationKind.REBOOT)  # staff, from the backoffice's address
+    finally:
+        audit._current_request.reset(token)
+    client.force_login(alice)
+    html = client.get(reverse("activity")).content.decode()
+    assert "ops-jane" not in html and "203.0.113.77" not in html
+    (row,) = [row for row in activity_rows(client) if row[1] == "Reboot VM"]
+    assert row[4:] == ["Staff", "—"]
+
+
+def test_an_operation_and_its_outcome_are_one_line_in_words(client, alice, alice_vm, enqueued):
+    operation = actions.request(alice_vm, alice, OperationKind.REBOOT)
+    operation.finish(OperationStatus.SUCCEEDED)
+    operation.refresh_from_db()
+    from vms.tasks import _audit_outcome
+
+    _audit_outcome(operation)  # what the worker records when it ends
+    actions.request(alice_vm, alice, OperationKind.SHUTDOWN)  # still waiting for its worker
+    client.force_login(alice)
+    rows = activity_rows(client)
+    what = [row[1] for row in rows]
+    assert what.count("Reboot VM") == 1 and "vm.reboot" not in str(rows)
+    reboot = rows[what.index("Reboot VM")]
+    assert reboot[3].startswith("Done") and reboot[4] == "You"
+    assert rows[what.index("Shut down VM")][3] == "In progress"

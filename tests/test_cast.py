@@ -11,6 +11,7 @@ tried by those who must never reach it.
 import re
 
 import pytest
+from django.db import transaction
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
@@ -18,9 +19,13 @@ from accounts import suspension
 from accounts.models import AuditEntry, SSHKey
 from api import tokens
 from api.models import APIToken
+from backups.models import Backup, BackupSchedule, BackupStore
+from firewall.models import Firewall, FirewallRule
+from network import allocation
+from network.models import Address, Pool
 from vms import actions
 from vms.choices import VMState
-from vms.models import Operation
+from vms.models import Operation, Snapshot
 from vms.routing import websocket_urlpatterns
 
 from .asgi_helpers import run_off_loop, websocket
@@ -44,14 +49,28 @@ OWN = {
 VM = {
     "vms:detail", "vms:live", "vms:usage", "vms:delete", "vms:reinstall", "vms:reset_password",
     "vms:iso", "vms:rescue", "vms:leave_rescue", "vms:resize", "vms:action", "vms:console",
-    "vms:console_token", "vms:serial",
+    "vms:console_token", "vms:serial", "vms:snapshot_take", "vms:snapshot_revert", "vms:snapshot_delete",
+    "backups:vm", "backups:start", "backups:schedule", "backups:restore", "vms:address_ptr",
+    "firewall:vm", "firewall:add", "firewall:remove", "firewall:policy",
 }  # fmt: skip
 # Pages about one SSH key (key_id) or API token (token_id): only its owner, staff neither (they are personal).
 KEY = {"ssh_key_delete", "api_token_revoke"}
 # Actions that only take a POST: a GET gets 405 from anyone, before any check, telling nothing.
-POST_ONLY = {"vms:action", "vms:console_token", "vms:iso", "vms:leave_rescue"}
+POST_ONLY = {
+    "vms:action", "vms:console_token", "vms:iso", "vms:leave_rescue", "vms:snapshot_take",
+    "vms:snapshot_delete", "backups:start", "backups:schedule", "vms:address_ptr",
+    "firewall:add", "firewall:remove", "firewall:policy",
+}  # fmt: skip
+# Pages about one of the VM's snapshots or backups: the VM's id and the object's.
+VM_OBJECT = {
+    "vms:snapshot_revert": "snapshot_id",
+    "vms:snapshot_delete": "snapshot_id",
+    "backups:restore": "backup_id",
+    "vms:address_ptr": "address_id",
+    "firewall:remove": "rule_id",
+}
 # Staff only.
-STAFF = {"vms:node_usage", "metrics"}
+STAFF = {"nodes:usage", "metrics"}
 # The bare root redirects to the VM list.
 ROOT = {None}
 
@@ -105,17 +124,34 @@ def objects(alice):
     vm = make_vm(alice, state=VMState.RUNNING)
     key = SSHKey.objects.create(user=alice, name="laptop", public_key=ed25519_key(), fingerprint="SHA256:x")
     key.api_token, _ = tokens.create(alice, name="ci", scope="read")  # alice's other personal object
+    Snapshot.objects.create(vm=vm, name="snap-1", vm_state=VMState.RUNNING)
+    store = BackupStore.objects.create(name="store", path="/nonexistent")
+    Backup.objects.create(vm=vm, store=store, status="succeeded", disk_bytes=1, restic_id="abc")
+    pool = Pool.objects.create(name="public", prefix="198.51.100.0/24", gateway="198.51.100.1")
+    pool.nodes.add(vm.node)
+    with transaction.atomic():
+        allocation.allocate(vm.node, vm.interfaces.create(), 4)
+    firewall = Firewall.objects.create(vm=vm)
+    FirewallRule.objects.create(firewall=firewall, protocol="tcp", port_start=22, port_end=22)
     return vm, key
 
 
 def url_for(name, vm, key, kind="reboot"):
+    if name in VM_OBJECT:
+        owned = {
+            "snapshot_id": vm.snapshots.first,
+            "backup_id": vm.backups.first,
+            "address_id": vm.addresses().first,
+            "rule_id": lambda: FirewallRule.objects.filter(firewall__vm=vm).first(),
+        }[VM_OBJECT[name]]()
+        return reverse(name, kwargs={"vm_uuid": vm.uuid, VM_OBJECT[name]: owned.pk})
     if name in VM:
         return reverse(name, kwargs={"vm_uuid": vm.uuid, **({"kind": kind} if name == "vms:action" else {})})
     if name == "api_token_revoke":
         return reverse(name, kwargs={"token_id": key.api_token.pk})
     if name in KEY:
         return reverse(name, kwargs={"key_id": key.pk})
-    if name == "vms:node_usage":
+    if name == "nodes:usage":
         return reverse(name, kwargs={"node_id": vm.node_id})
     return reverse(name)
 
@@ -130,6 +166,12 @@ def state_of_the_world(vm, key):
         SSHKey.objects.filter(pk=key.pk).exists(),
         APIToken.objects.filter(revoked_at__isnull=True).count(),
         type(vm).objects.get(pk=vm.pk).state,
+        Backup.objects.count(),
+        Snapshot.objects.count(),
+        BackupSchedule.objects.count(),
+        list(Address.objects.values_list("ptr", "ptr_error")),
+        list(FirewallRule.objects.values_list("pk", "port_start")),
+        list(Firewall.objects.values_list("default_policy", flat=True)),
     )
 
 
@@ -164,7 +206,7 @@ def test_anonymous_and_the_suspended_are_sent_to_sign_in(cast, objects, name, me
         response = getattr(clients[who], method)(url_for(name, vm, key))
         if method == "get" and name in POST_ONLY:
             assert response.status_code == 405
-        elif name == "vms:node_usage":  # staff_member_required sends to the backoffice sign-in
+        elif name == "nodes:usage":  # staff_member_required sends to the backoffice sign-in
             assert response.status_code == 302 and "login" in response.url, who
         else:
             assert is_sign_in(response), (who, response.status_code)

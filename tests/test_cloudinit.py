@@ -139,6 +139,12 @@ def test_it_gives_the_ssh_keys_to_the_default_user():
     assert config["ssh_authorized_keys"] == [PANEL_KEY, second]
 
 
+def test_cloud_init_and_the_kernel_keep_off_the_serial_console_where_the_customer_logs_in():
+    config = cloud_config(seed_files(make_spec())["user-data"])
+    assert config["output"] == {"all": ">> /var/log/cloud-init-output.log"}
+    assert ["sysctl", "-w", "kernel.printk=3 4 1 3"] in config["bootcmd"]
+
+
 def test_it_writes_no_key_list_without_keys():
     assert "ssh_authorized_keys" not in cloud_config(seed_files(make_spec())["user-data"])
 
@@ -174,6 +180,8 @@ def test_hostile_names_keys_and_ids_stay_inert_data():
         "ssh_pwauth",
         "disable_root",
         "ssh_authorized_keys",
+        "output",
+        "bootcmd",
     }
     assert config["hostname"] == HOSTILE.partition(".")[0]
     assert config["fqdn"] == HOSTILE

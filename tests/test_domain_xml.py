@@ -3,7 +3,7 @@
 import pytest
 from lxml import etree
 
-from vms.hypervisor import xml
+from hypervisor import xml
 
 from .test_hypervisor import spec
 

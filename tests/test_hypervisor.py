@@ -3,8 +3,8 @@
 import pytest
 from lxml import etree
 
-from vms import hypervisor
-from vms.hypervisor import xml
+import hypervisor
+from hypervisor import xml
 
 
 def spec(**overrides) -> hypervisor.DomainSpec:

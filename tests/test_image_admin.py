@@ -3,8 +3,8 @@
 import pytest
 from django.urls import reverse
 
-from vms import admin as vms_admin
-from vms.models import Image
+from images import admin as images_admin
+from images.models import Image
 
 from .factories import make_image, make_user, make_vm
 
@@ -19,7 +19,7 @@ def operator(db):
 @pytest.fixture
 def fetches(monkeypatch):
     started = []
-    monkeypatch.setattr(vms_admin.fetch_image, "delay", lambda pk: started.append(pk))
+    monkeypatch.setattr(images_admin.fetch_image, "delay", lambda pk: started.append(pk))
     return started
 
 
@@ -31,7 +31,7 @@ def add_image(client, **fields):
         "default_user": "ubuntu",
         "active": "on",
     }
-    return client.post(reverse("admin:vms_image_add"), {**data, **fields})
+    return client.post(reverse("admin:images_image_add"), {**data, **fields})
 
 
 @pytest.mark.parametrize(
@@ -77,8 +77,10 @@ def test_an_image_in_use_cannot_be_deleted(client, operator, alice):
     image = make_image()
     make_vm(alice, image=image)
     client.force_login(operator)
-    response = client.post(reverse("admin:vms_image_delete", args=[image.pk]), {"post": "yes"})
-    assert "Cannot delete image" in response.content.decode()  # Django names the VMs that use it
+    response = client.post(
+        reverse("admin:images_image_delete", args=[image.pk]), {"post": "yes"}, follow=True
+    )
+    assert f"its volume is still used by VM {image.vms.get()}" in response.content.decode()
     assert Image.objects.filter(pk=image.pk).exists()
 
 

@@ -2,78 +2,22 @@
 to nodes whose pool holds their image. Nodes are fakes at the hypervisor door (the real copy over
 libvirt streams is in tests/integration/test_image_library.py)."""
 
-import contextlib
-import hashlib
-
 import pytest
 import redis
 from django.conf import settings
 
 from accounts.models import AuditEntry
-from vms import actions, hypervisor, library, nodes, tasks
-from vms.choices import NodeStatus, OperationKind
-from vms.models import Image, ImagePlacement
+from images import placement, sync, tasks
+from images.models import Image, ImagePlacement
+from nodes import registration
+from nodes.choices import NodeStatus
+from vms import actions
+from vms.choices import OperationKind
 
 from .factories import make_image, make_node, make_plan, make_vm
+from .fake_nodes import CHECKSUM, DATA, node_with
 
 pytestmark = pytest.mark.django_db
-
-DATA = b"QFI\xfb the image's bytes"
-CHECKSUM = hashlib.sha256(DATA).hexdigest()
-
-
-class FakeNode:
-    """A node's pools as the door shows them: {pool: {volume: bytes}}."""
-
-    def __init__(self, reachable: bool = True):
-        self.pools: dict[str, dict[str, bytes]] = {"test-pool": {}}
-        self.reachable = reachable
-        self.hashed = []
-
-    def volume_exists(self, pool, name):
-        return name in self.pools[pool]
-
-    def volume_bytes(self, pool, name):
-        return len(self.pools[pool][name])
-
-    def volume_sha256(self, pool, name):
-        self.hashed.append(name)
-        return hashlib.sha256(self.pools[pool][name]).hexdigest()
-
-    def delete_volume(self, pool, name):
-        return self.pools[pool].pop(name, None) is not None
-
-    def upload_volume(self, pool, name, source_file):
-        with open(source_file, "rb") as handle:
-            self.pools[pool][name] = handle.read()
-
-    def copy_volume_to(self, pool, name, target, target_pool):
-        data = self.pools[pool][name]
-        target.pools[target_pool][name] = data
-        return hashlib.sha256(data).hexdigest()
-
-
-@pytest.fixture
-def fleet(monkeypatch):
-    """Fake nodes by URI; hypervisor.connect hands out the one asked for."""
-    fakes: dict[str, FakeNode] = {}
-
-    @contextlib.contextmanager
-    def connect(uri):
-        fake = fakes[uri]
-        if not fake.reachable:
-            raise hypervisor.NodeUnreachable(f"{uri} does not answer")
-        yield fake
-
-    monkeypatch.setattr(hypervisor, "connect", connect)
-    return fakes
-
-
-def node_with(fleet, volumes=None, **fields):
-    node = make_node(**fields)
-    fleet[node.uri] = FakeNode()
-    fleet[node.uri].pools["test-pool"].update(volumes or {})
-    return node
 
 
 @pytest.fixture
@@ -93,18 +37,18 @@ def test_a_new_node_gets_a_ready_image_copied_from_a_node_that_has_it(fleet, ima
     ImagePlacement.objects.create(image=image, node=old, ready=True)
     new = node_with(fleet)
 
-    assert library.sync_node(new) == {image.name: f"copied from {old}"}
+    assert sync.sync_node(new) == {image.name: f"copied from {old}"}
 
     assert fleet[new.uri].pools["test-pool"] == {"kvmpanel-image-1": DATA}
     assert placed(image, new)
-    assert library.sync_node(new) == {}  # nothing left to do
+    assert sync.sync_node(new) == {}  # nothing left to do
 
 
 def test_images_not_ready_are_not_copied(fleet):
     old = node_with(fleet, {"kvmpanel-image-1": DATA})
     failed = make_image(volume_name="kvmpanel-image-1", status=Image.Status.PLACING, on=[old])
     new = node_with(fleet)
-    assert library.sync_node(new) == {}
+    assert sync.sync_node(new) == {}
     assert not placed(failed, new)
 
 
@@ -113,7 +57,7 @@ def test_a_copy_that_does_not_match_the_checksum_is_removed(fleet, image):
     ImagePlacement.objects.create(image=image, node=old, ready=True)
     new = node_with(fleet)
 
-    outcome = library.sync_node(new)
+    outcome = sync.sync_node(new)
 
     assert "does not match the image's SHA-256" in outcome[image.name]
     assert fleet[new.uri].pools["test-pool"] == {} and not placed(image, new)
@@ -126,14 +70,14 @@ def test_an_unreachable_source_is_skipped_for_another(fleet, image):
     for source in (away, there):
         ImagePlacement.objects.create(image=image, node=source, ready=True)
     new = node_with(fleet, name="c-new")
-    assert library.sync_node(new) == {image.name: "copied from b-there"}
+    assert sync.sync_node(new) == {image.name: "copied from b-there"}
 
 
 def test_sources_are_online_nodes_only(fleet, image):
     offline = node_with(fleet, {"kvmpanel-image-1": DATA}, status=NodeStatus.UNREACHABLE)
     ImagePlacement.objects.create(image=image, node=offline, ready=True)
     new = node_with(fleet)
-    assert library.sync_node(new) == {image.name: "no online node holds it to copy from"}
+    assert sync.sync_node(new) == {image.name: "no online node holds it to copy from"}
     assert not placed(image, new)
 
 
@@ -143,20 +87,20 @@ def test_an_unfinished_copy_of_the_panels_own_is_replaced(fleet, image):
     new = node_with(fleet, {"kvmpanel-image-1": b"QFI\xfb half"})
     ImagePlacement.objects.create(image=image, node=new, ready=False)  # a worker died while copying
 
-    assert library.sync_node(new) == {image.name: f"copied from {old}"}
+    assert sync.sync_node(new) == {image.name: f"copied from {old}"}
     assert fleet[new.uri].pools["test-pool"]["kvmpanel-image-1"] == DATA and placed(image, new)
 
 
 def test_a_volume_the_panel_did_not_write_is_taken_when_its_bytes_match(fleet, image):
     new = node_with(fleet, {"kvmpanel-image-1": DATA})
-    assert library.sync_node(new) == {image.name: "found in the pool"}
+    assert sync.sync_node(new) == {image.name: "found in the pool"}
     assert placed(image, new)
 
 
 def test_a_volume_named_by_the_operator_without_a_checksum_is_taken_as_it_is(fleet):
     named = make_image(volume_name="debian.qcow2")
     new = node_with(fleet, {"debian.qcow2": b"whatever the operator put there"})
-    assert library.sync_node(new) == {named.name: "found in the pool"}
+    assert sync.sync_node(new) == {named.name: "found in the pool"}
     assert fleet[new.uri].hashed == []
 
 
@@ -165,7 +109,7 @@ def test_a_foreign_volume_that_differs_is_never_deleted_and_is_reported(fleet, i
     ImagePlacement.objects.create(image=image, node=old, ready=True)
     new = node_with(fleet, {"kvmpanel-image-1": b"QFI\xfb someone else's file, same name"})
 
-    outcome = library.sync_node(new)
+    outcome = sync.sync_node(new)
 
     assert "whose bytes differ from the image's" in outcome[image.name]
     assert fleet[new.uri].pools["test-pool"]["kvmpanel-image-1"].startswith(b"QFI\xfb someone")
@@ -179,7 +123,7 @@ def test_a_foreign_volume_that_differs_is_never_deleted_and_is_reported(fleet, i
 def test_placing_refuses_to_overwrite_a_volume_it_did_not_write(fleet, image, tmp_path):
     node = node_with(fleet, {"kvmpanel-image-1": b"in use by someone"})
     image.mark(Image.Status.PLACING)
-    library.place_on_nodes(image, str(tmp_path / "unused"))
+    placement.place_on_nodes(image, str(tmp_path / "unused"))
     image.refresh_from_db()
     assert image.status == "failed" and "already holds a volume named kvmpanel-image-1" in image.error
     assert fleet[node.uri].pools["test-pool"]["kvmpanel-image-1"] == b"in use by someone"
@@ -201,7 +145,9 @@ def test_registering_a_node_asks_for_a_sync_on_its_queue(
     test_driver_uri, test_session, syncs, django_capture_on_commit_callbacks
 ):
     with django_capture_on_commit_callbacks(execute=True):
-        node = nodes.register_node("new-node", test_driver_uri, pool_name="test-pool", pool_path="/test-pool")
+        node = registration.register_node(
+            "new-node", test_driver_uri, pool_name="test-pool", pool_path="/test-pool"
+        )
     assert syncs == [(node.pk, "node.new-node")]
 
 
@@ -210,13 +156,13 @@ def test_the_periodic_refresh_asks_only_for_nodes_that_lack_a_ready_image(
 ):
     image = make_image()
     with django_capture_on_commit_callbacks(execute=True):
-        nodes.refresh_node(test_node)
+        registration.refresh_node(test_node)
     assert syncs == [(test_node.pk, test_node.queue)]
 
     ImagePlacement.objects.create(image=image, node=test_node, ready=True)
     syncs.clear()
     with django_capture_on_commit_callbacks(execute=True):
-        nodes.refresh_node(test_node)
+        registration.refresh_node(test_node)
     assert syncs == []
 
 

@@ -11,10 +11,11 @@ from django.core.files.uploadhandler import MemoryFileUploadHandler, TemporaryFi
 from django.test import Client
 from django.urls import reverse
 
+import hypervisor
 from accounts.models import AuditEntry
-from vms import hypervisor, library, tasks
-from vms import tasks as vms_tasks
-from vms.models import Image
+from images import tasks
+from images import upload as image_upload
+from images.models import Image
 
 from .factories import make_image, make_user
 from .test_imagefetch import HTML_PAGE, iso_bytes, mbr_disk
@@ -42,7 +43,7 @@ def placements(monkeypatch):
         with open(path, "rb") as handle:
             started.append((image_id, path, handle.read()))
 
-    monkeypatch.setattr(vms_tasks.place_uploaded_image, "delay", delay)
+    monkeypatch.setattr(tasks.place_uploaded_image, "delay", delay)
     return started
 
 
@@ -71,7 +72,7 @@ def upload(client, data: bytes, file_name: str = "disk.img", **fields):
         "upload": _named(data, file_name),
     }
     form.update(fields)
-    return client.post(reverse("admin:vms_image_add"), form)
+    return client.post(reverse("admin:images_image_add"), form)
 
 
 def _named(data: bytes, name: str) -> io.BytesIO:
@@ -170,7 +171,7 @@ def test_a_file_of_exactly_the_size_limit_is_taken(client, operator, downloads, 
 def test_neither_a_url_nor_a_file_is_refused(client, operator, downloads):
     client.force_login(operator)
     response = client.post(
-        reverse("admin:vms_image_add"),
+        reverse("admin:images_image_add"),
         {"name": "Nothing", "os_family": "linux", "min_disk_gb": 2, "default_user": "root"},
     )
     assert "Give a download URL or a file to upload" in errors_of(response)
@@ -194,10 +195,10 @@ def test_a_customer_cannot_upload(client, alice, downloads, placements):
 
 def test_the_add_page_offers_the_upload_and_the_change_page_does_not(client, operator):
     client.force_login(operator)
-    add_page = client.get(reverse("admin:vms_image_add")).content.decode()
+    add_page = client.get(reverse("admin:images_image_add")).content.decode()
     assert 'enctype="multipart/form-data"' in add_page and 'name="upload"' in add_page
     image = make_image()
-    change_page = client.get(reverse("admin:vms_image_change", args=[image.pk])).content.decode()
+    change_page = client.get(reverse("admin:images_image_change", args=[image.pk])).content.decode()
     assert 'name="upload"' not in change_page
 
 
@@ -294,5 +295,5 @@ def test_an_upload_for_an_image_deleted_meanwhile_is_removed(downloads):
 def test_discard_upload_ignores_paths_outside_the_download_folder(downloads, tmp_path):
     elsewhere = tmp_path / "upload-x"
     elsewhere.write_bytes(b"keep me")
-    library.discard_upload(str(elsewhere))
+    image_upload.discard_upload(str(elsewhere))
     assert elsewhere.exists()

@@ -32,8 +32,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from vms import imagefetch
-from vms.imagefetch import Fetched, FetchRefused, check_source_url, detect_format, download
+from images import download as imagefetch
+from images.download import Fetched, check_source_url, download
+from images.formats import FetchRefused, detect_format
 
 MiB = 1024 * 1024
 PUBLIC_IP = "192.0.43.10"  # a global address; never contacted: public_alias reroutes it to the local server
@@ -325,7 +326,7 @@ def dest(tmp_path) -> Path:
         ("http://169.254.169.254/latest/meta-data", "169.254.169.254 is the cloud metadata address"),
         ("http://169.254.10.10/", "link-local address"),
         ("http://100.64.0.1/", "100.64.0.1 is a carrier-grade NAT (shared) address"),
-        ("http://192.0.2.1/", "reserved address"),
+        ("http://198.51.100.1/", "reserved address"),
         ("http://240.0.0.1/", "reserved address"),
         ("http://[::1]/", "::1 is a loopback address"),
         ("http://[::ffff:127.0.0.1]/", "loopback address (the IPv4 address 127.0.0.1 inside an IPv6"),

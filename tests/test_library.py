@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from vms import library
-from vms.models import Image
+from images import cleanup, fetch
+from images.models import Image
 
 from .factories import make_image
 from .test_imagefetch import LocalServer, mbr_disk, trickle
@@ -36,7 +36,7 @@ def test_a_download_slower_than_the_time_limit_fails_on_the_row_and_leaves_no_fi
     image = make_image(source_url=server.url("/slow.img"), volume_name="", status=Image.Status.PENDING)
 
     started = time.monotonic()
-    library.fetch_and_place(image)
+    fetch.fetch_and_place(image)
 
     image.refresh_from_db()
     assert time.monotonic() - started < 3
@@ -59,7 +59,7 @@ def test_stale_download_and_upload_files_are_removed_and_nothing_else(settings, 
         (tmp_path / name).write_bytes(b"x")
         os.utime(tmp_path / name, (mtime, mtime))
 
-    removed = library.remove_stale_files(older_than_seconds=7 * 3600, now=now)
+    removed = cleanup.remove_stale_files(older_than_seconds=7 * 3600, now=now)
 
     assert sorted(removed) == ["imagefetch-old.part", "upload-old.qcow2"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["operator-notes.txt", "upload-fresh.part"]

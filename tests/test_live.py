@@ -3,9 +3,11 @@
 import pytest
 from asgiref.sync import sync_to_async
 
-from vms import hypervisor, live, monitor
-from vms.choices import NodeStatus, OperationKind, VMState
-from vms.hypervisor.events import state_after
+import hypervisor
+from hypervisor.events import state_after
+from nodes.choices import NodeStatus
+from vms import live, monitor
+from vms.choices import OperationKind, VMState
 
 from .asgi_helpers import run_off_loop, websocket
 from .factories import make_node, make_vm

@@ -1,15 +1,12 @@
 """Customer limits: checked at create, shown in the portal, and never exceeded by parallel requests."""
 
-import threading
-
 import pytest
-from django.db import connection
 from django.urls import reverse
 
 from vms import actions, quotas
 from vms.models import VirtualMachine
 
-from .factories import make_image, make_node, make_plan, make_user, make_vm
+from .factories import make_image, make_node, make_plan, make_user, make_vm, run_together
 
 PASSWORD = "quota-test-pw-42"
 
@@ -67,24 +64,12 @@ def test_twenty_parallel_creates_with_a_limit_of_three_give_exactly_three(enqueu
     """Run on SQLite and on PostgreSQL (scripts/test.sh): the lock and the count share one transaction."""
     owner = make_user("racer", max_vms=3)
     plan, image = make_plan(), make_image(on=[make_node()])
-    start = threading.Barrier(20)
-    outcomes = []
 
-    def create(n: int) -> None:
-        try:
-            start.wait()
-            actions.create_vm(owner=owner, plan=plan, image=image, hostname=f"race-{n}", password=PASSWORD)
-            outcomes.append("created")
-        except actions.ActionRefused as refusal:
-            outcomes.append(str(refusal))
-        finally:
-            connection.close()  # each thread has its own database connection
+    def create(n: int) -> str:
+        actions.create_vm(owner=owner, plan=plan, image=image, hostname=f"race-{n}", password=PASSWORD)
+        return "created"
 
-    threads = [threading.Thread(target=create, args=(n,)) for n in range(20)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
+    outcomes = run_together(20, create)
     assert outcomes.count("created") == 3, outcomes
     assert all("limit of 3 VMs" in outcome for outcome in outcomes if outcome != "created")
     assert VirtualMachine.objects.filter(owner=owner).count() == 3

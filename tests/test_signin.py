@@ -70,9 +70,9 @@ def test_a_success_clears_the_count(client, alice):
 
 
 def test_a_failed_sign_in_is_in_the_owners_activity(client, alice):
-    sign_in(client, "alice", "wrong", address="192.0.2.44")
+    sign_in(client, "alice", "wrong", address="203.0.113.44")
     entry = AuditEntry.objects.get(action="account.login", outcome="refused")
-    assert (entry.owner, entry.address) == (alice, "192.0.2.44")
+    assert (entry.owner, entry.address) == (alice, "203.0.113.44")
 
 
 def test_an_idle_session_is_signed_out(client, alice):

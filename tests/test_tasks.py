@@ -2,9 +2,10 @@
 
 import pytest
 
-from vms import first_boot, hypervisor, tasks
+import hypervisor
+from hypervisor import xml
+from vms import first_boot, tasks
 from vms.choices import OperationKind, OperationStatus, VMState
-from vms.hypervisor import xml
 from vms.models import Operation
 
 from .factories import make_image, make_plan, make_vm
@@ -13,20 +14,18 @@ pytestmark = pytest.mark.django_db
 
 
 class FakeRequest:
-    retries = 0
+    id = "test-delivery"
 
 
 class FakeTask:
-    """Stands in for the bound Celery task: run_operation needs retries and retry()."""
-
-    max_retries = 3
+    """Stands in for the bound Celery task: run_operation needs the delivery's id and retry()."""
 
     def __init__(self):
         self.request = FakeRequest()
-        self.retried_with = None
+        self.retried_with = []
 
-    def retry(self, exc, countdown):
-        self.retried_with = (exc, countdown)
+    def retry(self, countdown, max_retries=None):
+        self.retried_with.append(countdown)
         return RuntimeError("retry")
 
 
@@ -123,24 +122,26 @@ def test_delete_of_a_vm_whose_create_failed_succeeds(new_vm, test_session):
     assert run(new_vm, OperationKind.DELETE).status == OperationStatus.SUCCEEDED
 
 
-def test_an_unreachable_node_is_retried_then_fails(new_vm, monkeypatch):
+def test_an_unreachable_node_is_retried_with_growing_delays_then_fails(new_vm, monkeypatch):
     def unreachable(uri):
         raise hypervisor.NodeUnreachable("connection refused")
 
     monkeypatch.setattr(hypervisor, "connect", unreachable)
     task = FakeTask()
     operation = Operation.objects.create(vm=new_vm, kind=OperationKind.START)
-    with pytest.raises(RuntimeError, match="retry"):
-        tasks.run_operation(task, operation.pk, tasks._start)
-    operation.refresh_from_db()
-    assert operation.status == OperationStatus.QUEUED
-    assert "retrying: connection refused" in operation.error
-    assert task.retried_with[1] == 5
+    for _ in range(tasks.max_attempts() - 1):
+        with pytest.raises(RuntimeError, match="retry"):
+            tasks.run_operation(task, operation.pk, tasks._start)
+        operation.refresh_from_db()
+        assert operation.status == OperationStatus.QUEUED
+        assert "retrying: connection refused" in operation.error
+        assert operation.lease_owner == "" and operation.next_send_at is not None
+    assert task.retried_with == [5, 10, 20, 40]
 
-    task.request.retries = task.max_retries
     tasks.run_operation(task, operation.pk, tasks._start)
     operation.refresh_from_db()
-    assert (operation.status, operation.attempt) == (OperationStatus.FAILED, 2)
+    assert (operation.status, operation.attempt) == (OperationStatus.FAILED, tasks.max_attempts())
+    assert operation.error == "connection refused"
 
 
 def test_a_finished_operation_delivered_again_does_nothing(new_vm, test_session):
@@ -150,11 +151,11 @@ def test_a_finished_operation_delivered_again_does_nothing(new_vm, test_session)
 
 
 def test_an_operation_tried_too_often_gives_up(new_vm):
-    operation = Operation.objects.create(vm=new_vm, kind=OperationKind.START, attempt=tasks.MAX_ATTEMPTS)
+    operation = Operation.objects.create(vm=new_vm, kind=OperationKind.START, attempt=tasks.max_attempts())
     tasks.run_operation(FakeTask(), operation.pk, tasks._start)
     operation.refresh_from_db()
     assert operation.status == OperationStatus.FAILED
-    assert "gave up" in operation.error
+    assert operation.error == "gave up after 5 attempts: the worker running it stopped each time"
 
 
 def test_a_cloud_init_image_gets_a_seed_with_the_first_boot_settings(new_vm, test_session, monkeypatch):

@@ -8,9 +8,11 @@ from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
+from hypervisor import DomainCounters, PowerState
+from nodes import usage as graphs
+from nodes.models import NodeUsage
 from vms import usage
-from vms.hypervisor import DomainCounters, PowerState
-from vms.models import NodeUsage, VMUsage
+from vms.models import VMUsage
 
 from .factories import make_node, make_vm
 
@@ -45,7 +47,7 @@ def reading(
 
 
 def test_rates_are_counter_growth_per_second():
-    rates = usage.compute_rates(
+    rates = graphs.compute_rates(
         reading(cpu_s=100, read=1000, written=0, rx=50, tx=10),
         reading(cpu_s=105, read=11000, written=4096, rx=1050, tx=10),
         seconds=10,
@@ -59,18 +61,18 @@ def test_rates_are_counter_growth_per_second():
 
 def test_a_counter_that_went_down_restarted_from_zero():
     # The VM was restarted between readings: its counters began again at 0.
-    rates = usage.compute_rates(reading(cpu_s=500, read=10**9), reading(cpu_s=2, read=3000), seconds=10)
+    rates = graphs.compute_rates(reading(cpu_s=500, read=10**9), reading(cpu_s=2, read=3000), seconds=10)
     assert rates.cpu_cores == pytest.approx(0.2)
     assert rates.disk_read_bps == 300.0
 
 
 def test_cpu_never_reads_above_one_hundred_percent():
-    assert usage.compute_rates(reading(cpu_s=0), reading(cpu_s=25), seconds=10).cpu_percent == 100.0
+    assert graphs.compute_rates(reading(cpu_s=0), reading(cpu_s=25), seconds=10).cpu_percent == 100.0
 
 
 def test_missing_counters_count_as_no_activity():
     bare = DomainCounters(name="vm", state=PowerState.RUNNING, vcpus=1, cpu_time_ns=0)
-    rates = usage.compute_rates(bare, bare, seconds=10)
+    rates = graphs.compute_rates(bare, bare, seconds=10)
     assert (rates.disk_read_bps, rates.net_tx_bps, rates.memory_bytes) == (0.0, 0.0, None)
 
 
@@ -94,7 +96,9 @@ def test_one_interval_writes_a_row_per_running_vm_and_one_of_node_totals(alice):
     with CaptureQueriesContext(connection) as queries:
         written = recorder.record(T0.timestamp() + 10, [reading(name, cpu_s=10) for name in names])
     statements = [q["sql"].split()[0] for q in queries if "SAVEPOINT" not in q["sql"]]
-    assert statements == ["SELECT", "INSERT", "INSERT"]  # the VM ids; the VMs' rows; the node's row
+    # The VM ids; the month's traffic rows (which exist, then locked) and their one update (vms/traffic.py);
+    # the VMs' usage rows; the node's row. As many for two VMs as for two thousand.
+    assert statements == ["SELECT", "SELECT", "SELECT", "UPDATE", "INSERT", "INSERT"]
     assert written == 3
     assert VMUsage.objects.filter(vm=vm_a).get().cpu_percent == pytest.approx(50.0)
     totals = NodeUsage.objects.get(node=node)
@@ -116,12 +120,12 @@ def test_finished_buckets_roll_up_into_averages_once(alice):
     raw_samples(vm, T0, 300, cpu_percent=10, memory_bytes=GIB)  # 12:00-12:05
     raw_samples(vm, T0 + dt.timedelta(minutes=5), 300, cpu_percent=30, memory_bytes=3 * GIB)
     now = T0 + dt.timedelta(minutes=7)  # the second bucket is still filling
-    assert usage.roll_up(VMUsage, now) == 1
+    assert graphs.roll_up(VMUsage, now) == 1
     bucket = VMUsage.objects.get(bucket_seconds=300)
     assert (bucket.at, bucket.cpu_percent, bucket.memory_bytes) == (T0, 10.0, GIB)
-    assert usage.roll_up(VMUsage, now) == 0  # nothing new: never rolled twice
+    assert graphs.roll_up(VMUsage, now) == 0  # nothing new: never rolled twice
     later = T0 + dt.timedelta(minutes=11)
-    assert usage.roll_up(VMUsage, later) == 1
+    assert graphs.roll_up(VMUsage, later) == 1
     assert list(VMUsage.objects.filter(bucket_seconds=300).values_list("cpu_percent", flat=True)) == [10, 30]
 
 
@@ -131,7 +135,7 @@ def test_five_minute_buckets_roll_up_into_hours(alice):
         VMUsage(vm=vm, bucket_seconds=300, at=T0 + dt.timedelta(minutes=5 * i), cpu_percent=i)
         for i in range(12)
     )
-    usage.roll_up(VMUsage, T0 + dt.timedelta(hours=1, minutes=1))
+    graphs.roll_up(VMUsage, T0 + dt.timedelta(hours=1, minutes=1))
     hour = VMUsage.objects.get(bucket_seconds=3600)
     assert (hour.at, hour.cpu_percent) == (T0, pytest.approx(5.5))
 
@@ -146,7 +150,7 @@ def test_each_tier_is_pruned_to_its_retention(alice):
     ]:
         VMUsage.objects.create(vm=vm, bucket_seconds=bucket_seconds, at=now - age)  # too old
         VMUsage.objects.create(vm=vm, bucket_seconds=bucket_seconds, at=now - age / 4)  # still kept
-    assert usage.prune(VMUsage, now) == 3
+    assert graphs.prune(VMUsage, now) == 3
     assert VMUsage.objects.count() == 3
 
 
@@ -167,10 +171,30 @@ def test_series_are_columns_with_a_gap_where_readings_are_missing(alice):
     vm = make_vm(alice)
     raw_samples(vm, T0, 30, cpu_percent=5)  # 12:00:00, :10, :20
     raw_samples(vm, T0 + dt.timedelta(minutes=5), 20, cpu_percent=7)  # the monitor was away
-    data = usage.series(VMUsage.objects.filter(vm=vm), "hour", now=T0 + dt.timedelta(minutes=10))
+    data = graphs.series(VMUsage.objects.filter(vm=vm), "hour", now=T0 + dt.timedelta(minutes=10))
     assert data["series"]["cpu_percent"] == [5, 5, 5, None, 7, 7]
     assert data["series"]["t"][3] == (T0 + dt.timedelta(seconds=30)).timestamp()
     assert data["step"] == 10
+
+
+def test_an_empty_day_or_month_says_when_its_first_point_comes(alice):
+    vm = make_vm(alice)
+    raw_samples(vm, T0 + dt.timedelta(minutes=1), 30)  # the VM has run since 12:01
+    now = T0 + dt.timedelta(minutes=2)
+    samples = VMUsage.objects.filter(vm=vm)
+    wait = dt.timedelta(seconds=10 + 5) + graphs.ROLL_UP_EVERY  # the bucket, waited out, rolled up
+    day, month = graphs.series(samples, "day", now=now), graphs.series(samples, "month", now=now)
+    assert day["first_point_at"] == (T0 + dt.timedelta(minutes=5) + wait).timestamp()
+    assert month["first_point_at"] == (T0 + dt.timedelta(hours=1) + wait).timestamp()
+    assert graphs.series(samples, "hour", now=now)["first_point_at"] is None  # it has points
+    assert graphs.series(VMUsage.objects.none(), "day", now=now)["first_point_at"] is None  # nothing runs
+
+
+def test_a_stopped_vms_graph_data_says_it_is_not_running(client, alice, alice_vm):
+    client.force_login(alice)
+    assert client.get(reverse("vms:usage", args=[alice_vm.uuid])).json()["running"] is True
+    alice_vm.set_state("stopped")
+    assert client.get(reverse("vms:usage", args=[alice_vm.uuid])).json()["running"] is False
 
 
 @pytest.mark.parametrize(("who", "status"), [("alice", 200), ("bob", 404), ("staff", 200)])
@@ -191,7 +215,7 @@ def test_an_unknown_range_is_refused_clearly(client, alice, alice_vm):
 
 
 def test_node_totals_are_for_staff_only(client, alice, staff, alice_vm):
-    url = reverse("vms:node_usage", args=[alice_vm.node.pk])
+    url = reverse("nodes:usage", args=[alice_vm.node.pk])
     client.force_login(alice)
     assert client.get(url).status_code == 302  # to the backoffice sign-in
     client.force_login(staff)
@@ -240,7 +264,7 @@ def test_metrics_are_closed_to_customers_and_without_a_token(client, alice, scra
 
 
 def test_a_qemu_stats_record_becomes_counters():
-    from vms.hypervisor.stats import _counters
+    from hypervisor.stats import _counters
 
     record = {
         "state.state": 1,

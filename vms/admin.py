@@ -1,272 +1,89 @@
-"""The staff backoffice: Django admin over nodes, plans, images, VMs and operations."""
+"""The staff backoffice for plans, VMs and operations (nodes and images have their own apps)."""
 
-import re
+import datetime as dt
 
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
-from django.db import transaction
-from django.db.models import Count, Q
-from django.urls import path
+from django.contrib.admin.helpers import ActionForm
+from django.core.paginator import Paginator
+from django.http import Http404
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.text import Truncator
+from django.views.decorators.http import require_POST
 
-from accounts import audit
 from accounts.admin import AuditedAdmin, ReadOnlyAdmin
+from network.models import Address
+from nodes.admin import NodeAdmin
+from nodes.models import Node
 
-from . import actions, catalog, imagefetch, uploads
-from .choices import OperationKind, VMState
-from .models import Image, Node, Operation, Plan, VirtualMachine
-from .tasks import fetch_image, remove_image_volumes
-from .templatetags.vm_tags import gib
+from . import actions, draining, moving, strays
+from .choices import OperationKind, OperationStatus
+from .models import Operation, Plan, VirtualMachine
+from .traffic_admin import TrafficMonthAdmin, lift_throttle, reset_counter
 
-
-@admin.register(Node)
-class NodeAdmin(AuditedAdmin):
-    list_display = (
-        "name",
-        "uri",
-        "status",
-        "virt_type",
-        "cpus",
-        "memory_mib",
-        "storage",
-        "vm_count",
-        "last_seen_at",
-    )
-    list_filter = ("status", "virt_type")
-    search_fields = ("name", "uri", "hostname")
-    readonly_fields = (
-        "hostname",
-        "cpus",
-        "memory_mib",
-        "storage",
-        "libvirt_version",
-        "last_seen_at",
-        "last_error",
-        "reconciled_at",
-        "stray_count",
-    )
-    fieldsets = (
-        (None, {"fields": ("name", "uri", "status", "virt_type", "pool_name", "network_name")}),
-        ("As libvirt last reported", {"fields": readonly_fields}),
-    )
-
-    @admin.display(description="domains no VM owns")
-    def stray_count(self, node):
-        return len(node.stray_domains)
-
-    @admin.display(description="storage free")
-    def storage(self, node):
-        return f"{gib(node.storage_available_bytes)} of {gib(node.storage_capacity_bytes)}"
-
-    def get_queryset(self, request):
-        # One query for the list, not one count per node row.
-        live_vms = Count("vms", filter=~Q(vms__state=VMState.DELETED))
-        return super().get_queryset(request).annotate(_vm_count=live_vms)
-
-    @admin.display(description="VMs", ordering="_vm_count")
-    def vm_count(self, node):
-        return node._vm_count
+__all__ = ["TrafficMonthAdmin"]  # registered by its module
+# When a guest picks up a change of its addresses (the README says the same).
+NEXT_BOOT = "the VM's filter follows at once, the guest at its next start (shut it down, then start it)."
 
 
 @admin.register(Plan)
 class PlanAdmin(AuditedAdmin):
-    list_display = ("name", "vcpus", "memory_mib", "disk_gb", "active")
+    # Addresses and port speed each in one column, so the list fits a 1366 px screen.
+    list_display = ("name", "vcpus", "memory_mib", "disk_gb", "addresses", "port", "traffic_gib", "active")
     list_filter = ("active",)
     list_editable = ("active",)
 
+    @admin.display(description="addresses")
+    def addresses(self, plan):
+        return f"{plan.ipv4_addresses} IPv4 · {plan.ipv6_networks} IPv6"
 
-class ImageForm(forms.ModelForm):
-    """Add an image by URL (downloaded and checked by a task), by uploading a file (checked here, placed
-    by a task), or by naming a volume already in the pools."""
-
-    upload = forms.FileField(
-        label="or upload a file",
-        required=False,
-        help_text="A qcow2, raw disk or ISO file from your computer, "
-        f"at most {imagefetch.size_text(settings.KVMPANEL_IMAGE_MAX_BYTES).split(' (')[0]}.",
-    )
-
-    class Meta:
-        model = Image
-        fields = [
-            "name",
-            "os_family",
-            "source_url",
-            "checksum_sha256",
-            "volume_name",
-            "min_disk_gb",
-            "default_user",
-            "cloud_init",
-            "rescue",
-            "active",
-        ]
-        help_texts = {
-            "checksum_sha256": "Optional: the downloaded or uploaded file must match it. "
-            "Filled in from the file.",
-            "volume_name": "Volume name in each node's storage pool (leave it empty: the panel picks one).",
-        }
-
-    def clean_source_url(self):
-        url = self.cleaned_data["source_url"]
-        if url:
-            try:
-                imagefetch.check_source_url(url, allow_private=settings.KVMPANEL_IMAGE_ALLOW_PRIVATE)
-            except imagefetch.FetchRefused as refusal:
-                raise forms.ValidationError(str(refusal)) from None
-        return url
-
-    def clean_checksum_sha256(self):
-        checksum = self.cleaned_data["checksum_sha256"].strip().lower()
-        if checksum and not re.fullmatch(r"[0-9a-f]{64}", checksum):
-            raise forms.ValidationError("A SHA-256 checksum is 64 hexadecimal characters.")
-        return checksum
-
-    def clean_upload(self):
-        upload = self.cleaned_data.get("upload")
-        if upload and not isinstance(upload, uploads.ImageUpload):
-            # Only the add page streams uploads to disk (ImageAdmin.get_urls); nowhere else takes files.
-            raise forms.ValidationError("Files can only be uploaded on the page that adds an image.")
-        if upload and upload.refusal:
-            raise forms.ValidationError(upload.refusal)
-        return upload
-
-    def clean(self):
-        cleaned = super().clean()
-        if self.instance.pk:
-            return cleaned
-        url, upload = cleaned.get("source_url"), cleaned.get("upload")
-        if url and (upload or "upload" in self.errors):
-            raise forms.ValidationError("Give either a download URL or a file to upload, not both.")
-        given = url or upload or cleaned.get("volume_name")
-        if not given and not self.has_error("source_url") and not self.has_error("upload"):
-            raise forms.ValidationError(
-                "Give a download URL or a file to upload (or the name of a volume already in the pools)."
-            )
-        if upload and not self.has_error("checksum_sha256"):
-            self._accept(upload, cleaned.get("checksum_sha256", ""))
-        return cleaned
-
-    def _accept(self, upload: uploads.ImageUpload, checksum: str) -> None:
-        """The checks a download passes (checksum, format from the bytes): one implementation for both."""
-        try:
-            fetched = imagefetch.accept_file(
-                upload.path, size=upload.size, sha256=upload.sha256, expected_sha256=checksum
-            )
-        except imagefetch.FetchRefused as refusal:
-            self.add_error("upload", str(refusal)[:1].upper() + str(refusal)[1:])
-            return
-        upload.accepted(fetched)
-
-
-@admin.register(Image)
-class ImageAdmin(admin.ModelAdmin):
-    form = ImageForm
-    list_display = ("name", "os_family", "format", "status_and_progress", "min_disk_gb", "size", "active")
-    list_filter = ("status", "os_family", "format", "active")
-    search_fields = ("name", "volume_name", "source_url")
-    actions = ["retry_download"]
-
-    def get_readonly_fields(self, request, obj=None):
-        facts = ("status_and_progress", "error", "format", "size_bytes", "on_nodes", "created_at")
-        if obj is None:
-            return ()
-        # The file is fixed once added: a new file is a new image.
-        return (*facts, "source_url", "checksum_sha256", "volume_name")
-
-    def get_fieldsets(self, request, obj=None):
-        about = ("name", "os_family", "min_disk_gb", "default_user", "cloud_init", "rescue", "active")
-        if obj is not None:
-            source = ("source_url", "checksum_sha256", "volume_name")
-            facts = ("status_and_progress", "error", "format", "size_bytes", "on_nodes", "created_at")
-            return ((None, {"fields": about}), ("The file", {"fields": (*source, *facts)}))
-        return (
-            (None, {"fields": about}),
-            (
-                "The file",
-                {
-                    "fields": ("source_url", "upload", "checksum_sha256", "volume_name"),
-                    "description": "Give a download URL, or upload a file from your computer: the panel "
-                    "checks it (qcow2, raw disk with a partition table, or ISO; the SHA-256 when given) "
-                    "and copies it into every node's pool. Or name a volume already in the pools.",
-                },
-            ),
-        )
-
-    def get_urls(self):
-        # The add page takes uploads: its handler must be set before anything reads the request's body,
-        # so the page is exempt from the CSRF middleware (which reads it) and changeform_view checks
-        # the token itself, after the handler is in place.
-        def add_view(request, form_url="", extra_context=None):
-            handler = uploads.use_image_upload_handler(request)
-            try:
-                return self.add_view(request, form_url, extra_context)
-            finally:
-                uploads.discard_unclaimed(handler)
-
-        add_view.csrf_exempt = True
-        info = self.opts.app_label, self.opts.model_name
-        add_url = path("add/", self.admin_site.admin_view(add_view), name="{}_{}_add".format(*info))
-        return [add_url, *(url for url in super().get_urls() if url.name != add_url.name)]
-
-    @admin.display(description="in the pools of")
-    def on_nodes(self, image):
-        nodes = [
-            placement.node.name for placement in image.placements.select_related("node") if placement.ready
-        ]
-        return ", ".join(nodes) or "no node yet"
-
-    @admin.display(description="size")
-    def size(self, image):
-        return gib(image.size_bytes)
-
-    @admin.display(description="status", ordering="status")
-    def status_and_progress(self, image):
-        if image.status == Image.Status.DOWNLOADING and image.progress_percent is not None:
-            return f"{image.get_status_display()} {image.progress_percent} % of {gib(image.total_bytes)}"
-        return image.get_status_display()
-
-    def save_model(self, request, obj, form, change):
-        if not change:
-            upload = form.cleaned_data.get("upload")
-            if upload:
-                catalog.add_uploaded_image(obj, upload)
-                messages.info(request, f"Copying {obj.name} to the nodes; this page shows its progress.")
-            elif catalog.add_image(obj):
-                messages.info(request, f"Downloading {obj.name}; this page shows its progress.")
-            return
-        super().save_model(request, obj, form, change)
-        audit.record("image.change", obj, outcome="succeeded", detail=obj.source_url)
-
-    def delete_model(self, request, obj):
-        # VMs keep their image (PROTECT): the admin refuses, naming them, while any VM uses it.
-        catalog.delete_image(obj)
-
-    def delete_queryset(self, request, queryset):
-        volume_names = list(queryset.values_list("volume_name", flat=True))
-        super().delete_queryset(request, queryset)
-        for volume_name in volume_names:
-            transaction.on_commit(lambda name=volume_name: remove_image_volumes.delay(name))
-
-    @admin.action(description="Download failed images again")
-    def retry_download(self, request, queryset):
-        retried = 0
-        for image in queryset.filter(status=Image.Status.FAILED).exclude(source_url=""):
-            image.mark(Image.Status.PENDING)
-            transaction.on_commit(lambda pk=image.pk: fetch_image.delay(pk))
-            retried += 1
-        messages.info(request, f"Downloading {retried} image(s) again.")
+    @admin.display(description="port (Mbit/s in/out)")
+    def port(self, plan):
+        if not (plan.inbound_mbps or plan.outbound_mbps):
+            return "unlimited"
+        return f"{plan.inbound_mbps or '∞'} / {plan.outbound_mbps or '∞'}"
 
 
 class OperationInline(admin.TabularInline):
     model = Operation
     extra = 0
     can_delete = False
-    fields = ("kind", "status", "user", "attempt", "error", "created_at", "finished_at")
+    fields = ("kind", "status", "user", "attempt", "detail", "error", "created_at", "finished_at")
     readonly_fields = fields
     ordering = ("-created_at",)
 
+    @admin.display(description="progress / outcome")
+    def detail(self, operation):
+        return operation_detail(operation)
+
     def has_add_permission(self, request, obj=None):
         return False
+
+
+def operation_detail(operation: Operation) -> str:
+    """A move's progress while it runs, its downtime once done (the customer's only notice of it)."""
+    params = operation.params or {}
+    if operation.kind != OperationKind.MIGRATE:
+        return f"{params['progress']:.0%}" if operation.is_active and params.get("progress") else ""
+    nodes = {
+        n.pk: n.name
+        for n in Node.objects.filter(pk__in=[params.get("from_node_id"), params.get("target_node_id")])
+    }
+    route = f"{nodes.get(params.get('from_node_id'), '?')} → {nodes.get(params.get('target_node_id'), '?')}"
+    if operation.is_active:
+        return f"{route}, {params.get('progress', 0):.0%}"
+    if params.get("downtime_ms") is not None:
+        return f"{route} in {params.get('seconds')} s, downtime {params['downtime_ms']} ms"
+    if "seconds" in params:
+        return f"{route} in {params['seconds']} s (stopped: no downtime)"
+    return route
+
+
+class MigrateForm(forms.Form):
+    target = forms.ModelChoiceField(queryset=Node.objects.all(), label="Move to node")
 
 
 def _power_action(kind: str, label: str):
@@ -288,7 +105,7 @@ def _power_action(kind: str, label: str):
 
 @admin.register(VirtualMachine)
 class VirtualMachineAdmin(AuditedAdmin):
-    list_display = ("name", "owner", "state", "node", "plan", "image", "created_at")
+    list_display = ("name", "owner", "state", "node", "plan_name", "image", "created_at")
     list_filter = ("state", "node", "plan", "image")
     search_fields = ("hostname", "display_name", "uuid", "owner__username", "owner__email")
     list_select_related = ("owner", "node", "plan", "image")
@@ -300,13 +117,106 @@ class VirtualMachineAdmin(AuditedAdmin):
         _power_action(OperationKind.SHUTDOWN, "Shut down"),
         _power_action(OperationKind.FORCE_OFF, "Force off"),
         _power_action(OperationKind.REBOOT, "Reboot"),
+        lift_throttle,
+        reset_counter,
     ]
+
+    @admin.display(description="plan", ordering="plan__name")
+    def plan_name(self, vm):
+        return vm.plan.name  # the name alone: the full description made the list too wide
 
     def get_readonly_fields(self, request, obj=None):
         # Placement and size change through operations (migrate, resize), not by editing rows.
         if obj is not None:
             return (*self.readonly_fields, "owner", "hostname", "node", "plan", "image")
         return self.readonly_fields
+
+    def get_urls(self):
+        own = [
+            path(
+                "<int:vm_id>/addresses/add/",
+                self.admin_site.admin_view(self.add_address),
+                name="vms_vm_add_address",
+            ),
+            path(
+                "<int:vm_id>/addresses/<int:address_id>/remove/",
+                self.admin_site.admin_view(self.remove_address),
+                name="vms_vm_remove_address",
+            ),
+            path("<int:vm_id>/migrate/", self.admin_site.admin_view(self.migrate), name="vms_vm_migrate"),
+        ]
+        return own + super().get_urls()
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        vm = self.get_object(request, object_id)
+        extra = {"addresses": list(vm.addresses().select_related("pool")) if vm else []}
+        if vm is not None:
+            others = Node.objects.exclude(pk=vm.node_id).order_by("name")
+            extra["migrate_form"] = MigrateForm()
+            extra["migrate_form"].fields["target"].queryset = others
+            extra["migrate_targets"] = [(node, _refusal(vm, node)) for node in others[:50]]
+        return super().change_view(request, object_id, form_url, {**(extra_context or {}), **extra})
+
+    @staticmethod
+    def _back(vm):
+        return redirect("admin:vms_virtualmachine_change", vm.pk)
+
+    def add_address(self, request, vm_id):
+        """Give the VM one more IPv4 address or IPv6 network (POST, family=4|6); an operation applies it."""
+        return require_POST(self._add_address)(request, vm_id)
+
+    def _add_address(self, request, vm_id):
+        vm = get_object_or_404(VirtualMachine.objects.select_related("node"), pk=vm_id)
+        family = 6 if request.POST.get("family") == "6" else 4
+        try:
+            actions.add_address(vm, request.user, family)
+        except actions.ActionRefused as refusal:
+            self.message_user(request, str(refusal), messages.ERROR)
+        else:
+            self.message_user(request, f"{vm}: {vm.addresses().last()} added; {NEXT_BOOT}", messages.SUCCESS)
+        return self._back(vm)
+
+    def migrate(self, request, vm_id):
+        """Move the VM to the node picked (POST target=<node id>): a migrate operation does it."""
+        return require_POST(self._migrate)(request, vm_id)
+
+    def _migrate(self, request, vm_id):
+        vm = get_object_or_404(VirtualMachine.objects.select_related("node", "plan", "image"), pk=vm_id)
+        if not self.has_change_permission(request, vm):
+            raise Http404("no such VM")
+        form = MigrateForm(request.POST)
+        if not form.is_valid():
+            self.message_user(request, "Pick the node to move it to.", messages.ERROR)
+            return self._back(vm)
+        target = form.cleaned_data["target"]
+        try:
+            actions.migrate(vm, request.user, target)
+        except actions.ActionRefused as refusal:
+            self.message_user(request, str(refusal), messages.ERROR)
+        else:
+            how = "live, with its disk" if vm.state == "running" else "by a copy of its disk (it is stopped)"
+            self.message_user(
+                request,
+                f"{vm}: moving to {target} {how}; its operation shows the progress.",
+                messages.SUCCESS,
+            )
+        return self._back(vm)
+
+    def remove_address(self, request, vm_id, address_id):
+        return require_POST(self._remove_address)(request, vm_id, address_id)
+
+    def _remove_address(self, request, vm_id, address_id):
+        vm = get_object_or_404(VirtualMachine.objects.select_related("node"), pk=vm_id)
+        address = get_object_or_404(Address, pk=address_id, interface__vm=vm)
+        try:
+            actions.remove_address(vm, request.user, address)
+        except actions.ActionRefused as refusal:
+            self.message_user(request, str(refusal), messages.ERROR)
+        else:
+            self.message_user(
+                request, f"{vm}: {address} taken back (cooling down); {NEXT_BOOT}", messages.SUCCESS
+            )
+        return self._back(vm)
 
     def has_add_permission(self, request):
         return False  # VMs are created through the portal so a task builds them
@@ -315,14 +225,198 @@ class VirtualMachineAdmin(AuditedAdmin):
         return False  # deleting removes a disk: it goes through the Delete operation
 
 
+class OperationActionForm(ActionForm):
+    reason = forms.CharField(required=False, max_length=200, label="Reason (for cancelling)")
+
+
+class NeedsAttentionFilter(admin.SimpleListFilter):
+    """What staff look for when something went wrong: stuck, retrying, failed operations."""
+
+    title = "needs attention"
+    parameter_name = "attention"
+
+    def lookups(self, request, model_admin):
+        return (
+            ("stuck", "Stuck (no worker on it)"),
+            ("retrying", "Retrying"),
+            ("failed", "Failed or cancelled"),
+        )
+
+    def queryset(self, request, queryset):
+        now = timezone.now()
+        after = dt.timedelta(seconds=settings.KVMPANEL_OPERATION_STUCK_SECONDS)
+        return {
+            "stuck": lambda: queryset.stuck(now, after),
+            "retrying": lambda: queryset.retrying(),
+            "failed": lambda: queryset.filter(status__in=[OperationStatus.FAILED, OperationStatus.CANCELLED]),
+        }.get(self.value(), lambda: queryset)()
+
+
 @admin.register(Operation)
 class OperationAdmin(ReadOnlyAdmin):
-    list_display = ("kind", "vm", "user", "status", "attempt", "created_at", "took")
-    list_filter = ("status", "kind")
+    list_display = ("kind", "vm", "status", "attempt", "created_at", "worker", "error_gist")
+    list_filter = (NeedsAttentionFilter, "status", "kind")
     search_fields = ("vm__hostname", "vm__uuid", "user__username", "error")
     list_select_related = ("vm", "user")
     date_hierarchy = "created_at"
+    action_form = OperationActionForm
+    actions = ["retry", "cancel"]
 
     @admin.display(description="took")
     def took(self, operation):
         return f"{operation.duration.total_seconds():.1f} s" if operation.duration else "—"
+
+    @admin.display(description="worker")
+    def worker(self, operation):
+        """Who holds it, and whether its lease is still alive."""
+        if not operation.lease_owner:
+            return "—" if not operation.is_active else f"none (sent {operation.sends} times)"
+        alive = operation.lease_expires_at and operation.lease_expires_at > timezone.now()
+        return f"{operation.lease_owner.split(':')[0]} ({'alive' if alive else 'lease ran out'})"
+
+    @admin.display(description="error")
+    def error_gist(self, operation):
+        return Truncator(operation.error).chars(60)
+
+    @admin.action(description="Retry selected operations (send again now, or ask again if they ended)")
+    def retry(self, request, queryset):
+        for operation in queryset.select_related("vm__node"):
+            try:
+                again = actions.retry_operation(operation, request.user)
+            except actions.ActionRefused as refusal:
+                messages.warning(request, f"{operation}: {refusal}")
+                continue
+            if again.pk == operation.pk:
+                messages.success(request, f"{operation}: sent to a worker again.")
+            else:
+                messages.success(request, f"{operation}: asked again as a new operation.")
+
+    @admin.action(
+        description="Cancel selected operations (with the reason above; a create's disk and domain go)"
+    )
+    def cancel(self, request, queryset):
+        reason = request.POST.get("reason", "")
+        if not reason.strip():
+            messages.error(request, "Give a reason for cancelling: the customer reads it on the VM's page.")
+            return
+        for operation in queryset.select_related("vm__node"):
+            if actions.cancel_operation(operation, request.user, reason):
+                messages.success(request, f"{operation}: cancelled.")
+            else:
+                messages.warning(request, f"{operation}: it had already ended.")
+
+
+# The node page's strays: paged, with Adopt and Remove (vms/strays.py) after a confirmation page. The node
+def _refusal(vm: VirtualMachine, node: Node) -> str:
+    """Why `vm` cannot move to `node` now ("" when it can), for the VM page's list of nodes."""
+    try:
+        moving.check_target(vm, node)
+    except moving.MoveRefused as refusal:
+        return str(refusal)
+    return ""
+
+
+# admin lives in nodes/, which knows nothing of VMs: the VMs app extends it here.
+STRAYS_PER_PAGE = 50
+
+
+class NodeWithStraysAdmin(NodeAdmin):
+    def get_urls(self):
+        stray = path(
+            "<path:object_id>/strays/<str:action>/",
+            self.admin_site.admin_view(self.stray_view),
+            name="nodes_node_stray",
+        )
+        maintenance = path(
+            "<path:object_id>/maintenance/<str:action>/",
+            self.admin_site.admin_view(self.maintenance_view),
+            name="nodes_node_maintenance",
+        )
+        return [stray, maintenance, *super().get_urls()]
+
+    MAINTENANCE_ACTIONS = {
+        "on": "is in maintenance: it gets no new VMs, and its VMs run on.",
+        "off": "is out of maintenance: new VMs may go there again.",
+        "drain": "is draining: its VMs move to other nodes, a few at a time.",
+        "stop-drain": "stopped draining (moves under way finish); it stays in maintenance.",
+    }
+
+    def maintenance_view(self, request, object_id, action):
+        """Maintenance on/off, drain, stop draining (POST only)."""
+        node = self.get_object(request, object_id)
+        if (
+            node is None
+            or action not in self.MAINTENANCE_ACTIONS
+            or not self.has_change_permission(request, node)
+        ):
+            raise Http404("no such node or action")
+        if request.method != "POST":
+            return redirect("admin:nodes_node_change", node.pk)
+        try:
+            if action in ("on", "off"):
+                draining.set_maintenance(node, request.user, action == "on")
+            elif action == "drain":
+                draining.start(node, request.user)
+            else:
+                draining.stop(node, request.user)
+        except draining.DrainRefused as refusal:
+            self.message_user(request, str(refusal), messages.ERROR)
+        else:
+            self.message_user(request, f"{node} {self.MAINTENANCE_ACTIONS[action]}", messages.SUCCESS)
+        return redirect("admin:nodes_node_change", node.pk)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        node = self.get_object(request, object_id)
+        extra = {}
+        if node is not None:
+            page = Paginator(node.stray_domains, STRAYS_PER_PAGE).get_page(request.GET.get("strays"))
+            owners = {stray["name"]: strays.owner_vm(stray["name"]) for stray in page.object_list}
+            extra["strays_page"] = page
+            extra["stray_rows"] = [(stray, owners[stray["name"]]) for stray in page.object_list]
+            extra["vms_left"] = draining.remaining(node).count()
+            extra["drain_parallel"] = settings.KVMPANEL_DRAIN_PARALLEL
+            extra["moves"] = list(
+                Operation.objects.filter(kind=OperationKind.MIGRATE, params__from_node_id=node.pk)
+                .select_related("vm")
+                .order_by("-created_at")[:10]
+            )
+            extra["move_rows"] = [(move, operation_detail(move)) for move in extra["moves"]]
+        return super().change_view(request, object_id, form_url, {**extra, **(extra_context or {})})
+
+    def stray_view(self, request, object_id, action):
+        """Confirm, then adopt or remove one stray (named by ?name=, a domain name)."""
+        node = self.get_object(request, object_id)
+        if node is None or action not in ("adopt", "remove") or not self.has_change_permission(request, node):
+            raise Http404("no such node or action")
+        name = request.POST.get("name") or request.GET.get("name", "")
+        back = reverse("admin:nodes_node_change", args=[node.pk])
+        try:
+            stray = strays.find(node, name)
+            if request.method == "POST":
+                if action == "adopt":
+                    vm = strays.adopt(node, name)
+                    self.message_user(request, f"{name} is {vm}'s domain on {node} again.", messages.SUCCESS)
+                else:
+                    strays.request_removal(node, name)
+                    self.message_user(
+                        request, f"Removing {name} and its own disks from {node}.", messages.INFO
+                    )
+                return redirect(back)
+        except strays.StrayRefused as refusal:
+            self.message_user(request, str(refusal), messages.ERROR)
+            return redirect(back)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"{action.capitalize()} {name}?",
+            "node": node,
+            "stray": stray,
+            "action": action,
+            "owner_vm": strays.owner_vm(name),
+            "back": back,
+            "opts": self.opts,
+        }
+        return render(request, "admin/nodes/node/stray_confirm.html", context)
+
+
+admin.site.unregister(Node)
+admin.site.register(Node, NodeWithStraysAdmin)

@@ -1,17 +1,6 @@
 from django.db import models
 
 
-class NodeStatus(models.TextChoices):
-    ONLINE = "online", "Online"
-    UNREACHABLE = "unreachable", "Unreachable"
-    DISABLED = "disabled", "Disabled"
-
-
-class VirtType(models.TextChoices):
-    KVM = "kvm", "KVM (hardware)"
-    QEMU = "qemu", "QEMU (emulation)"
-
-
 class VMState(models.TextChoices):
     """The last known state. Only tasks and the node monitor write it."""
 
@@ -38,6 +27,13 @@ class OperationKind(models.TextChoices):
     RESCUE = "rescue", "Rescue"
     LEAVE_RESCUE = "leave_rescue", "Leave rescue"
     RESIZE = "resize", "Resize"
+    SNAPSHOT = "snapshot", "Take snapshot"
+    REVERT_SNAPSHOT = "revert_snapshot", "Revert to snapshot"
+    DELETE_SNAPSHOT = "delete_snapshot", "Delete snapshot"
+    RESTORE = "restore", "Restore backup"
+    CHANGE_ADDRESSES = "change_addresses", "Change addresses"
+    FIREWALL = "firewall", "Apply firewall"
+    MIGRATE = "migrate", "Migrate"
     DELETE = "delete", "Delete"
 
 
@@ -46,9 +42,15 @@ class OperationStatus(models.TextChoices):
     RUNNING = "running", "Running"
     SUCCEEDED = "succeeded", "Succeeded"
     FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"  # by staff; what it had made is taken back
 
 
 ACTIVE_OPERATION_STATUSES = (OperationStatus.QUEUED, OperationStatus.RUNNING)
 
 # States a VM keeps whatever libvirt says: the panel, not libvirt, ends them.
 PANEL_OWNED_STATES = (VMState.DELETED, VMState.PROVISIONING, VMState.ERROR)
+
+
+def operation_task_name(kind: str) -> str:
+    """The Celery task that runs operations of `kind` (vms/tasks.py registers one per kind)."""
+    return f"vms.tasks.{kind}_vm"

@@ -89,7 +89,8 @@ class SeedSpec:
     password_hash: str = ""  # crypt(3)-style hash from hash_password(); "" = no password login
     ssh_keys: tuple[str, ...] = ()  # OpenSSH public key lines, already validated by the caller
     user_data: str = ""  # optional customer cloud-config, already passed through validate_user_data()
-    network_config: dict | None = None  # cloud-init network-config v2; None = DHCP on the first NIC
+    # cloud-init network-config: version 2, or {"config": "disabled"}; None = DHCP on the first NIC
+    network_config: dict | None = None
 
 
 # --- passwords -------------------------------------------------------------------
@@ -219,11 +220,26 @@ def _meta_data(spec: SeedSpec) -> str:
 
 def _panel_cloud_config(spec: SeedSpec) -> dict:
     """What the panel itself tells the guest: hostname, default user, password, SSH keys."""
-    config = {**_hostname_config(spec.hostname), **_user_config(spec)}
+    config = {**_hostname_config(spec.hostname), **_user_config(spec), **_quiet_console()}
     if spec.ssh_keys:
         # Top-level keys go to the default user (cloud-init's ssh module).
         config["ssh_authorized_keys"] = list(spec.ssh_keys)
+    if spec.network_config is not None:
+        # Apply the seed's network-config at every boot, not only the first: addresses staff add or
+        # remove later reach the guest with a rebuilt seed at its next start (same instance id).
+        config["updates"] = {"network": {"when": ["boot-new-instance", "boot"]}}
     return config
+
+
+def _quiet_console() -> dict:
+    """The serial console is where the customer logs in: cloud-init's own messages go to its log file
+    only (Debian's cloud-init units copy their output to the console, where it cut through the
+    login prompt and what the customer typed), and the kernel prints only errors there. Both are
+    still in the guest's logs (/var/log/cloud-init-output.log, dmesg)."""
+    return {
+        "output": {"all": ">> /var/log/cloud-init-output.log"},
+        "bootcmd": [["sysctl", "-w", "kernel.printk=3 4 1 3"]],
+    }
 
 
 def _hostname_config(hostname: str) -> dict:

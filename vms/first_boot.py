@@ -12,15 +12,22 @@ is dropped when the operation ends (models.SECRET_PARAMS).
 """
 
 import functools
+import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import redis
 from django.conf import settings
 from django.db import transaction
 
-from . import cloudinit, hypervisor
+import hypervisor
+from kvmpanel.redis_options import redis_reconnects
+
+from . import cloudinit
 from .choices import ACTIVE_OPERATION_STATUSES
 from .models import Operation
+
+log = logging.getLogger(__name__)
 
 # The operation's password_hash while the request is still hashing; never a crypt(3) hash.
 PENDING = "pending"
@@ -65,23 +72,37 @@ class PasswordHash:
 
 def settings_of(operation: Operation) -> dict:
     """Task side: the operation's first-boot settings, waiting for a hash the request still makes."""
-    if operation.params.get("password_hash") != PENDING:
-        return operation.params
-    _doorbell().blpop([_bell_key(operation.pk)], timeout=WAIT_SECONDS)
-    operation.refresh_from_db(fields=["params"])  # the bell rings only after the hash is committed
-    if operation.params.get("password_hash") == PENDING:
-        raise PasswordNeverArrived(
-            "the password for the first boot never reached the task (the web request that asked "
-            "for it stopped first); nothing was installed, please try again"
-        )
+    deadline = time.monotonic() + WAIT_SECONDS
+    while operation.params.get("password_hash") == PENDING:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise PasswordNeverArrived(
+                "the password for the first boot never reached the task (the web request that asked "
+                "for it stopped first); nothing was installed, please try again"
+            )
+        _wait_for_bell(operation.pk, remaining)
+        operation.refresh_from_db(fields=["params"])  # the bell rings only after the hash is committed
     return operation.params
 
 
+def _wait_for_bell(operation_id: int, seconds: float) -> None:
+    """Until the bell rings or `seconds` pass. Without Redis (away, restarted) the row is looked at
+    again every second instead: the bell only saves time, the hash is on the row."""
+    try:
+        _doorbell().blpop([_bell_key(operation_id)], timeout=max(1, int(seconds)))
+    except redis.RedisError as error:
+        log.warning("first-boot doorbell unavailable (%r); looking at the operation instead", error)
+        time.sleep(min(1.0, seconds))
+
+
 def _ring(operation_id: int) -> None:
-    bell = _doorbell().pipeline()
-    bell.lpush(_bell_key(operation_id), 1)  # a list, so a bell rung before the task waits is kept
-    bell.expire(_bell_key(operation_id), 2 * WAIT_SECONDS)
-    bell.execute()
+    try:
+        bell = _doorbell().pipeline()
+        bell.lpush(_bell_key(operation_id), 1)  # a list, so a bell rung before the task waits is kept
+        bell.expire(_bell_key(operation_id), 2 * WAIT_SECONDS)
+        bell.execute()
+    except redis.RedisError as error:  # the task finds the hash on the row within a second
+        log.warning("could not ring the first-boot doorbell of operation %s: %r", operation_id, error)
 
 
 def _bell_key(operation_id: int) -> str:
@@ -90,4 +111,11 @@ def _bell_key(operation_id: int) -> str:
 
 @functools.cache
 def _doorbell() -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL)
+    # Reads must be allowed to wait longer than the longest wait (blpop's timeout), or the client
+    # gives up first with a TimeoutError (redis-py's default read timeout is 5 s).
+    return redis.Redis.from_url(
+        settings.REDIS_URL,
+        socket_timeout=WAIT_SECONDS + 10,
+        socket_connect_timeout=5,
+        **redis_reconnects(asynchronous=False),
+    )

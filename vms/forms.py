@@ -1,11 +1,18 @@
+import ipaddress
+import re
+from urllib.parse import urlencode
+
 from django import forms
 from django.contrib.auth import password_validation
+from django.db.models import Q
 
 from accounts.sshkeys import keys_of
+from images.models import Image
 from kvmpanel.forms import StyledForm, style_fields
 
 from . import cloudinit
-from .models import Image, Plan, VirtualMachine
+from .choices import VMState
+from .models import Plan, VirtualMachine
 from .validators import validate_hostname
 
 
@@ -36,7 +43,10 @@ class FirstBootFields(StyledForm, forms.Form):
     def __init__(self, *args, owner=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.owner = owner
-        self.fields["ssh_keys"].queryset = keys_of(owner)
+        keys = keys_of(owner)
+        self.fields["ssh_keys"].queryset = keys
+        if not self.is_bound and len(only := list(keys[:2])) == 1:
+            self.fields["ssh_keys"].initial = [only[0].pk]  # the one key the customer has: ticked
 
     def clean_password(self):
         password = self.cleaned_data["password"]
@@ -114,6 +124,7 @@ class ReinstallForm(FirstBootFields):
         super().__init__(*args, owner=vm.owner, **kwargs)
         self.vm = vm
         self.fields["image"].initial = vm.image_id
+        self.fields["confirm_hostname"].label = f"Type {vm.hostname} to confirm"  # as Delete asks
         style_fields(self)
 
     def clean_confirm_hostname(self):
@@ -188,3 +199,59 @@ class RescueForm(FirstBootFields):
         cleaned = super().clean()
         self.check_login_possible(cleaned.get("image"))
         return cleaned
+
+
+class VMSearchForm(forms.Form):
+    """The VM list's search (hostname, display name or address) and state filter, as GET parameters."""
+
+    q = forms.CharField(required=False, max_length=100, label="Search")
+    state = forms.ChoiceField(
+        required=False,
+        choices=[
+            ("", "Any state"),
+            *((value, label) for value, label in VMState.choices if value != "deleted"),
+        ],
+    )
+
+    def filter(self, queryset):
+        """`queryset` narrowed to what was asked (nothing, when the input is not valid)."""
+        if not self.is_valid():
+            return queryset
+        text, state = self.cleaned_data["q"].strip(), self.cleaned_data["state"]
+        if text:
+            queryset = queryset.filter(_matching(text))
+            if _ADDRESS_TEXT.match(text):
+                queryset = queryset.distinct()  # a VM with two matching addresses is listed once
+        if state:
+            queryset = queryset.filter(state=state)
+        return queryset
+
+    def query_string(self) -> str:
+        """The search as URL parameters, for the pages' links ("" when there is none)."""
+        if not self.is_valid():
+            return ""
+        given = {name: value for name, value in self.cleaned_data.items() if value}
+        return urlencode(given)
+
+
+_ADDRESS_TEXT = re.compile(r"^[0-9a-fA-F.:]+$")
+
+
+def _matching(text: str) -> Q:
+    """VMs whose hostname or name holds `text`, or that hold the address it names (or begins).
+
+    A whole IPv6 address also finds the VM whose /64 it falls in: the abuse desk has an address
+    from a log, not the network the panel gave out.
+    """
+    match = Q(hostname__icontains=text) | Q(display_name__icontains=text)
+    if not _ADDRESS_TEXT.match(text):
+        return match
+    by_address = Q(interfaces__addresses__address__istartswith=text)
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return match | by_address
+    if address.version == 6:
+        network = ipaddress.ip_network(f"{address}/64", strict=False)
+        by_address |= Q(interfaces__addresses__address=str(network.network_address))
+    return match | by_address

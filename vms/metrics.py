@@ -4,12 +4,17 @@ import hashlib
 import hmac
 
 from django.conf import settings
+from django.db.models import F
 from django.http import HttpResponse
+from django.utils import timezone
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from .choices import NodeStatus
-from .models import Node
+from nodes.choices import NodeStatus
+from nodes.models import Node
+
+from . import traffic
+from .models import TrafficMonth, VirtualMachine
 from .usage import latest_samples
 
 # (metric name suffix, help, sample field)
@@ -52,6 +57,44 @@ class UsageCollector:
             "running_vms",
             [([names[node_id]], sample) for node_id, sample in node_samples.items()],
         )
+        yield from _traffic()
+
+
+def _traffic():
+    """Each VM's traffic: a counter over its whole life, and this month's use against its allowance."""
+    totals = traffic.totals_by_vm()
+    month = traffic.month_of(timezone.now())
+    this_month = dict(
+        TrafficMonth.objects.filter(month=month, vm_id__in=totals)
+        .annotate(total=F("rx_bytes") + F("tx_bytes"))
+        .values_list("vm_id", "total")
+    )
+    vms = VirtualMachine.objects.filter(pk__in=totals).select_related("node", "owner", "plan")
+    counter = CounterMetricFamily(
+        "kvmpanel_vm_network_traffic_bytes",
+        "Traffic counted for the VM's monthly allowance, over all months",
+        labels=["vm", "name", "node", "owner", "direction"],
+    )
+    month_gauge = GaugeMetricFamily(
+        "kvmpanel_vm_traffic_month_bytes",
+        "Traffic this calendar month (UTC), in and out together",
+        labels=["vm", "name", "node", "owner"],
+    )
+    allowance = GaugeMetricFamily(
+        "kvmpanel_vm_traffic_allowance_bytes",
+        "The plan's monthly traffic allowance (0: unlimited)",
+        labels=["vm", "name", "node", "owner"],
+    )
+    for vm in vms:
+        labels = _vm_labels(vm)
+        received, sent = totals[vm.pk]
+        counter.add_metric([*labels, "receive"], float(received))
+        counter.add_metric([*labels, "transmit"], float(sent))
+        month_gauge.add_metric(labels, float(this_month.get(vm.pk, 0)))
+        allowance.add_metric(labels, float(vm.plan.traffic_bytes))
+    yield counter
+    yield month_gauge
+    yield allowance
 
 
 def _gauge(name: str, help_text: str, labels: list[str], field: str, rows) -> GaugeMetricFamily:

@@ -1,79 +1,31 @@
+"""Plans, customers' VMs, the operations that change them, and their usage readings."""
+
+import datetime as dt
 import secrets
 import uuid
 
 from django.conf import settings
+from django.contrib.contenttypes.fields import GenericRelation
 from django.db import models
-from django.db.models import Q
+from django.db.models import Exists, F, OuterRef, Q, Value
+from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
 
-from .choices import (
-    ACTIVE_OPERATION_STATUSES,
-    NodeStatus,
-    OperationKind,
-    OperationStatus,
-    VirtType,
-    VMState,
-)
+from images.models import Image
+from network.models import Address
+from nodes.models import Node, UsageSample
+
+from .choices import ACTIVE_OPERATION_STATUSES, PANEL_OWNED_STATES, OperationKind, OperationStatus, VMState
 
 GIB = 1024**3
+SNAPSHOT_ACTIONS = (OperationKind.SNAPSHOT, OperationKind.REVERT_SNAPSHOT, OperationKind.DELETE_SNAPSHOT)
 # Operation parameters that must not outlive the operation.
 SECRET_PARAMS = ("password_hash",)
-
-
-class Node(models.Model):
-    """A hypervisor host, reached through its libvirt URI. Capacity is as libvirt last reported it."""
-
-    name = models.CharField(max_length=64, unique=True)
-    uri = models.CharField("libvirt URI", max_length=255, unique=True)
-    status = models.CharField(max_length=16, choices=NodeStatus.choices, default=NodeStatus.ONLINE)
-    virt_type = models.CharField(
-        "virtualization",
-        max_length=8,
-        choices=VirtType.choices,
-        default=VirtType.KVM,
-        help_text="Chosen when the node is registered (KVMPANEL_VIRT_TYPE overrides); "
-        "change it only on purpose: it applies to VMs defined from then on.",
-    )
-    pool_name = models.CharField("storage pool", max_length=64, default="kvmpanel")
-    network_name = models.CharField("network", max_length=64, default="kvmpanel")
-    console_host = models.CharField(
-        "console address",
-        max_length=255,
-        default="127.0.0.1",
-        help_text="Where the console bridge reaches this node's VNC servers: 127.0.0.1 for the "
-        "local node, the node's management address for a remote one.",
-    )
-    hostname = models.CharField(max_length=255, blank=True)
-    cpus = models.PositiveIntegerField("CPUs", default=0)
-    memory_mib = models.PositiveBigIntegerField("memory (MiB)", default=0)
-    storage_capacity_bytes = models.PositiveBigIntegerField(default=0)
-    storage_available_bytes = models.PositiveBigIntegerField(default=0)
-    libvirt_version = models.CharField(max_length=32, blank=True)
-    last_seen_at = models.DateTimeField(null=True, blank=True)
-    last_error = models.TextField(blank=True)
-    stray_domains = models.JSONField(
-        default=list,
-        blank=True,
-        help_text="Domains on this node that no VM of the panel owns, as the last reconcile "
-        "found them. The panel never touches them.",
-    )
-    reconciled_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["name"]
-
-    def __str__(self):
-        return self.name
-
-    @property
-    def queue(self) -> str:
-        """The Celery queue for this node's work, so one slow node never stalls another."""
-        return f"node.{self.name}"
-
-    @property
-    def accepts_changes(self) -> bool:
-        return self.status == NodeStatus.ONLINE
+# A retried task carries its own delay; the sweeper waits this much longer before it steps in.
+RESEND_GRACE_SECONDS = 5
+# The sweeper's wait between sends of one operation doubles this many times at most.
+RESEND_BACKOFF_STEPS = 5
 
 
 class Plan(models.Model):
@@ -89,6 +41,36 @@ class Plan(models.Model):
         help_text="Give each VM a full copy of its image instead of a copy-on-write overlay "
         "(slower to create, independent of the image afterwards).",
     )
+    max_snapshots = models.PositiveSmallIntegerField(
+        "snapshots", default=3, help_text="How many snapshots a VM of this plan may hold at once."
+    )
+    ipv4_addresses = models.PositiveSmallIntegerField(
+        "IPv4 addresses",
+        default=1,
+        help_text="Public IPv4 addresses each VM gets (on nodes that have pools).",
+    )
+    ipv6_networks = models.PositiveSmallIntegerField(
+        "IPv6 networks",
+        default=1,
+        help_text="IPv6 allocations each VM gets: a /64 each, or single addresses, as the pool says.",
+    )
+    inbound_mbps = models.PositiveIntegerField(
+        "inbound speed (Mbit/s)", default=0, help_text="What each VM may receive; 0 is unlimited."
+    )
+    outbound_mbps = models.PositiveIntegerField(
+        "outbound speed (Mbit/s)", default=0, help_text="What each VM may send; 0 is unlimited."
+    )
+    traffic_gib = models.PositiveIntegerField(
+        "monthly traffic (GiB)",
+        default=0,
+        help_text="Traffic (in and out together) each VM may use per calendar month before it is slowed "
+        "down to the throttle speed; 0 is unlimited.",
+    )
+    max_firewall_rules = models.PositiveSmallIntegerField(
+        "firewall rules",
+        default=20,
+        help_text="How many inbound rules a VM's firewall of this plan may hold.",
+    )
     active = models.BooleanField(default=True)
 
     class Meta:
@@ -101,159 +83,10 @@ class Plan(models.Model):
     def disk_bytes(self) -> int:
         return self.disk_gb * GIB
 
-
-class ImageQuerySet(models.QuerySet):
-    def usable(self):
-        """The operating systems customers may install: active disk images, placed on the nodes."""
-        return self.filter(active=True, status=Image.Status.READY).exclude(format=Image.Format.ISO)
-
-    def rescue_systems(self):
-        """Images the operator offers as rescue systems (booted with the customer's disk as the second)."""
-        return self.usable().filter(rescue=True)
-
-    def isos(self):
-        """The ISOs customers may put in a VM's CD drive."""
-        return self.filter(active=True, status=Image.Status.READY, format=Image.Format.ISO)
-
-
-class Image(models.Model):
-    """An OS template: a volume in each node's storage pool that VM disks are made from.
-
-    An image added by URL is downloaded and placed by a task; `status` and the byte
-    counts show how far it got, and `error` why it stopped.
-    """
-
-    class Status(models.TextChoices):
-        PENDING = "pending", "Waiting to download"
-        DOWNLOADING = "downloading", "Downloading"
-        PLACING = "placing", "Copying to the nodes"
-        READY = "ready", "Ready"
-        FAILED = "failed", "Failed"
-
-    class OSFamily(models.TextChoices):
-        DEBIAN = "debian", "Debian"
-        UBUNTU = "ubuntu", "Ubuntu"
-        ALMALINUX = "almalinux", "AlmaLinux"
-        ROCKY = "rocky", "Rocky Linux"
-        OTHER_LINUX = "linux", "Other Linux"
-        WINDOWS = "windows", "Windows"
-        OTHER = "other", "Other"
-
-    class Format(models.TextChoices):
-        QCOW2 = "qcow2", "qcow2"
-        RAW = "raw", "raw"
-        ISO = "iso", "ISO (installer or rescue CD)"
-
-    name = models.CharField(max_length=100, unique=True)
-    os_family = models.CharField(max_length=16, choices=OSFamily.choices, default=OSFamily.DEBIAN)
-    format = models.CharField(max_length=8, choices=Format.choices, default=Format.QCOW2)
-    volume_name = models.CharField(
-        max_length=200,
-        unique=True,
-        blank=True,
-        help_text="Volume name in each node's storage pool (chosen for images added by URL).",
-    )
-    source_url = models.URLField(
-        "download URL",
-        max_length=2000,
-        blank=True,
-        help_text="http(s) address of a qcow2, raw or ISO image; the panel downloads and checks it.",
-    )
-    checksum_sha256 = models.CharField(
-        "SHA-256",
-        max_length=64,
-        blank=True,
-        help_text="Optional when adding by URL: the download must match it. Filled in from the file.",
-    )
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.READY)
-    downloaded_bytes = models.PositiveBigIntegerField(default=0)
-    total_bytes = models.PositiveBigIntegerField(null=True, blank=True)
-    error = models.TextField(blank=True)
-    size_bytes = models.PositiveBigIntegerField(default=0)
-    min_disk_gb = models.PositiveIntegerField(default=2)
-    default_user = models.CharField(max_length=32, default="debian")
-    cloud_init = models.BooleanField(
-        "uses cloud-init",
-        default=True,
-        help_text="VMs from this image get a NoCloud seed: hostname, password, SSH keys, network.",
-    )
-    rescue = models.BooleanField(
-        "rescue system",
-        default=False,
-        help_text="Offer it for rescue mode. Its root file system must not share its UUID with "
-        "customers' images (a separate build does not).",
-    )
-    active = models.BooleanField(default=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    nodes = models.ManyToManyField(
-        Node,
-        through="ImagePlacement",
-        related_name="images",
-        blank=True,
-        help_text="Nodes whose pool holds this image (VMs are only placed there).",
-    )
-
-    objects = ImageQuerySet.as_manager()
-
-    class Meta:
-        ordering = ["name"]
-
-    def __str__(self):
-        return self.name
-
-    def save(self, *args, **kwargs):
-        if not self.volume_name:  # added by URL: a name of the panel's own in every pool
-            self.volume_name = f"kvmpanel-image-{secrets.token_hex(6)}"
-        super().save(*args, **kwargs)
-
-    def mark(self, status: str, error: str = "") -> None:
-        self.status, self.error = status, error
-        self.save(update_fields=["status", "error"])
-
-    def record_progress(self, done: int, total: int | None) -> None:
-        self.downloaded_bytes, self.total_bytes = done, total
-        self.save(update_fields=["downloaded_bytes", "total_bytes"])
-
-    def record_download(self, fetched) -> None:
-        """What the downloaded file turned out to be (its checksum, format and size)."""
-        self.checksum_sha256 = fetched.sha256
-        self.format = fetched.format if fetched.format in self.Format.values else self.Format.RAW
-        self.size_bytes = fetched.size_bytes
-        self.save(update_fields=["checksum_sha256", "format", "size_bytes"])
-
     @property
-    def progress_percent(self) -> int | None:
-        if not self.total_bytes:
-            return None
-        return min(100, 100 * self.downloaded_bytes // self.total_bytes)
-
-    def is_on(self, node: Node) -> bool:
-        """Whether the node's pool holds a complete, checked copy."""
-        return self.placements.filter(node=node, ready=True).exists()
-
-
-class ImagePlacement(models.Model):
-    """An image's volume in one node's pool. The row is written before the volume, `ready` once it is
-    complete and checked: a volume whose row is not ready is the panel's own unfinished copy (a
-    worker died while writing it), safe to replace; a volume with no row is not the panel's to delete.
-    """
-
-    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="placements")
-    node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="image_placements")
-    ready = models.BooleanField(default=False)
-    placed_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["image", "node"], name="one_placement_per_image_and_node")
-        ]
-
-    def __str__(self):
-        return f"{self.image} on {self.node}"
-
-    def mark_ready(self) -> None:
-        self.ready, self.placed_at = True, timezone.now()
-        self.save(update_fields=["ready", "placed_at"])
+    def traffic_bytes(self) -> int:
+        """The monthly allowance in bytes; 0 is unlimited."""
+        return self.traffic_gib * GIB
 
 
 class VirtualMachineQuerySet(models.QuerySet):
@@ -267,6 +100,25 @@ class VirtualMachineQuerySet(models.QuerySet):
         """Staff see every VM; a customer sees only their own."""
         qs = self if include_deleted else self.live()
         return qs if user.is_staff else qs.owned_by(user)
+
+    def set_state_if(self, pk: int, expected: str, state: str) -> bool:
+        """For watchers (the node monitor, the reconcile): write `state` only if the row still says
+        `expected` (what they read before asking libvirt), the panel does not own the state, and no
+        delete is under way. A state they read late can then never undo a task's write (a deleted
+        VM coming back as "stopped"). True when the row changed."""
+        # A VM being deleted or moved: its operation records the outcome (a moving VM's source says
+        # "paused", then "stopped", before it runs on the target).
+        deleting = Operation.objects.filter(
+            vm=OuterRef("pk"), kind__in=(OperationKind.DELETE, OperationKind.MIGRATE)
+        ).active()
+        now = timezone.now()
+        changed = (
+            self.filter(pk=pk, state=expected)
+            .exclude(state__in=PANEL_OWNED_STATES)
+            .filter(~Exists(deleting))
+            .update(state=state, state_changed_at=now, updated_at=now)
+        )
+        return bool(changed)
 
 
 def _vnc_password() -> str:
@@ -310,6 +162,13 @@ class VirtualMachine(models.Model):
     )
     installs = models.PositiveIntegerField(
         default=1, editable=False, help_text="Counts installs; each gets its own cloud-init instance id."
+    )
+    ready_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="When the guest finished its first boot (cloud-init done, read through its agent); "
+        "empty while it boots for the first time after a create, reinstall or rescue.",
     )
 
     objects = VirtualMachineQuerySet.as_manager()
@@ -364,6 +223,16 @@ class VirtualMachine(models.Model):
         return f"{self.domain_name}-rescue-seed.iso"
 
     @property
+    def export_volume(self) -> str:
+        """The node-side raw copy of the disk that a backup reads (removed when the backup ends)."""
+        return f"{self.domain_name}-export.raw"
+
+    @property
+    def restore_volume(self) -> str:
+        """Where a restore writes the backup's disk before it replaces the VM's own."""
+        return f"{self.domain_name}-restore.raw"
+
+    @property
     def instance_id(self) -> str:
         return f"{self.uuid}-{self.installs}"
 
@@ -376,8 +245,14 @@ class VirtualMachine(models.Model):
                 OperationKind.REBOOT,
                 OperationKind.RESET_PASSWORD,
                 OperationKind.CHANGE_ISO,
+                *SNAPSHOT_ACTIONS,
             },
-            VMState.STOPPED: {OperationKind.START, OperationKind.CHANGE_ISO, OperationKind.RESIZE},
+            VMState.STOPPED: {
+                OperationKind.START,
+                OperationKind.CHANGE_ISO,
+                OperationKind.RESIZE,
+                *SNAPSHOT_ACTIONS,
+            },
             VMState.CRASHED: {OperationKind.START, OperationKind.FORCE_OFF},
             VMState.PAUSED: {OperationKind.FORCE_OFF},
         }
@@ -389,6 +264,9 @@ class VirtualMachine(models.Model):
         if self.state in reinstallable:
             allowed.add(OperationKind.REINSTALL)
             allowed.add(OperationKind.RESCUE)
+        # A restore brings a whole disk back: it also mends a VM whose disk or domain is gone.
+        if self.state in (*reinstallable, VMState.MISSING):
+            allowed.add(OperationKind.RESTORE)
         if self.state != VMState.DELETED:
             allowed.add(OperationKind.DELETE)
         return allowed
@@ -402,6 +280,20 @@ class VirtualMachine(models.Model):
         ends = {OperationKind.LEAVE_RESCUE, OperationKind.DELETE} if self.state != VMState.DELETED else set()
         return power | ends
 
+    @property
+    def is_booting(self) -> bool:
+        """Running, but its first boot (cloud-init) has not finished yet."""
+        return self.state == VMState.RUNNING and self.ready_at is None and self._boot_is_watched
+
+    @property
+    def _boot_is_watched(self) -> bool:
+        image = self.rescue_image if self.rescue_image_id else self.image
+        return image.cloud_init
+
+    def addresses(self):
+        """Every address the VM's NICs hold, in the order they were given."""
+        return Address.objects.filter(interface__vm=self).order_by("assigned_at", "pk")
+
     def set_state(self, state: str) -> None:
         if state != self.state:
             self.state = state
@@ -412,8 +304,84 @@ class VirtualMachine(models.Model):
         return self.operations.filter(status__in=ACTIVE_OPERATION_STATUSES).first()
 
 
+def _local_mac() -> str:
+    """A random locally administered unicast MAC (bit 1 of the first octet set, bit 0 clear)."""
+    octets = bytearray(secrets.token_bytes(6))
+    octets[0] = (octets[0] & 0xFC) | 0x02
+    return ":".join(f"{octet:02x}" for octet in octets)
+
+
+class NetworkInterface(models.Model):
+    """A VM's NIC: its MAC stays for the VM's life; addresses are assigned to it (network.Address)."""
+
+    vm = models.ForeignKey(
+        VirtualMachine, on_delete=models.CASCADE, related_name="interfaces", verbose_name="VM"
+    )
+    mac = models.CharField("MAC address", max_length=17, unique=True, default=_local_mac, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    addresses = GenericRelation(
+        Address,
+        content_type_field="assigned_object_type",
+        object_id_field="assigned_object_id",
+        related_query_name="interface",
+    )
+
+    class Meta:
+        ordering = ["vm", "pk"]
+        verbose_name = "network interface"
+
+    def __str__(self):
+        return f"{self.vm.hostname} · {self.mac}"
+
+    def get_absolute_url(self):
+        return self.vm.get_absolute_url()
+
+    @property
+    def owner(self):
+        return self.vm.owner
+
+    @property
+    def admin_url(self) -> str:
+        """The VM's backoffice page (where staff add and remove its addresses)."""
+        return reverse("admin:vms_virtualmachine_change", args=[self.vm_id])
+
+
+class OperationQuerySet(models.QuerySet):
+    def active(self):
+        return self.filter(status__in=ACTIVE_OPERATION_STATUSES)
+
+    def due_for_sending(self, now, resend_after: dt.timedelta):
+        """Operations whose doorbell must ring again: still queued, or running on a lease that ran out
+        (its worker died), and not rung since their backoff (next_send_at) passed. One never rung
+        waits `resend_after` from its creation: the request that made it is about to ring."""
+        rung_long_ago = Q(next_send_at__lte=now)
+        never_rung = Q(next_send_at__isnull=True)
+        queued = Q(status=OperationStatus.QUEUED) & (
+            rung_long_ago | never_rung & Q(created_at__lte=now - resend_after)
+        )
+        orphaned = Q(status=OperationStatus.RUNNING, lease_expires_at__lt=now) & (rung_long_ago | never_rung)
+        return self.filter(queued | orphaned)
+
+    def stuck(self, now, after: dt.timedelta):
+        """Active operations staff should look at: queued or running for longer than `after`
+        without a live lease (rung again and again, or their worker is gone)."""
+        waiting = Q(status=OperationStatus.QUEUED, created_at__lt=now - after)
+        orphaned = Q(status=OperationStatus.RUNNING, lease_expires_at__lt=now)
+        return self.filter(waiting | orphaned)
+
+    def retrying(self):
+        return self.filter(status=OperationStatus.QUEUED, attempt__gt=0)
+
+
 class Operation(models.Model):
-    """One change to a VM, run by a Celery task: what, by whom, and how it ended."""
+    """One change to a VM, run by a Celery task: what, by whom, and how it ended.
+
+    The row is the truth and the queue only a doorbell (vms/engine.py). A worker takes an operation
+    by claiming its lease (a conditional update: at most one worker acts on it) and renews the lease
+    while it works; an operation left queued, or running on a lease that ran out, is rung again by
+    the sweeper. Every transition is a conditional update, so a worker that lost its lease (it was
+    cancelled, or another worker took over) can never overwrite the outcome.
+    """
 
     kind = models.CharField(max_length=16, choices=OperationKind.choices)
     vm = models.ForeignKey(
@@ -434,6 +402,21 @@ class Operation(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(
+        null=True, blank=True, help_text="When its task was last sent to a worker."
+    )
+    sends = models.PositiveIntegerField(default=0, help_text="How many times its task was sent.")
+    next_send_at = models.DateTimeField(
+        null=True, blank=True, help_text="If nothing has taken it by then, the sweeper sends it again."
+    )
+    lease_owner = models.CharField(max_length=200, blank=True, help_text="The worker running it.")
+    lease_expires_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="The worker renews it while it works; once passed, another takes over.",
+    )
+
+    objects = OperationQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -464,62 +447,136 @@ class Operation(models.Model):
             return self.finished_at - self.started_at
         return None
 
-    def mark_running(self) -> None:
-        self.status = OperationStatus.RUNNING
-        self.attempt += 1
-        self.started_at = self.started_at or timezone.now()
-        self.save(update_fields=["status", "attempt", "started_at"])
+    # --- the worker's side: claim, renew, hand back, finish (each a conditional update) ---------
 
-    def mark_succeeded(self) -> None:
-        self._finish(OperationStatus.SUCCEEDED, "")
+    @classmethod
+    def claim(cls, pk: int, owner: str, lease: dt.timedelta) -> "Operation | None":
+        """Take the operation for `owner` if it is queued, or running on a lease that ran out.
+
+        None when someone else holds it or it has ended: at most one worker acts on an operation.
+        """
+        now = timezone.now()
+        claimable = Q(status=OperationStatus.QUEUED) | Q(
+            status=OperationStatus.RUNNING, lease_expires_at__lt=now
+        )
+        taken = cls.objects.filter(claimable, pk=pk).update(
+            status=OperationStatus.RUNNING,
+            attempt=F("attempt") + 1,
+            lease_owner=owner,
+            lease_expires_at=now + lease,
+            started_at=Coalesce(F("started_at"), Value(now, output_field=models.DateTimeField())),
+        )
+        if not taken:
+            return None
+        return cls.objects.select_related("vm__node", "vm__plan", "vm__image", "vm__owner").get(pk=pk)
+
+    def renew_lease(self, lease: dt.timedelta) -> bool:
+        """Push the lease on; False when it is no longer ours (cancelled, or taken over)."""
+        return bool(self._mine().update(lease_expires_at=timezone.now() + lease))
+
+    def hand_back(self, error: str, retry_in: float) -> bool:
+        """A transient failure: queued again, to be tried in `retry_in` seconds (by the retried task,
+        or by the sweeper if that message is lost). False when the lease is no longer ours."""
+        now = timezone.now()
+        message = f"attempt {self.attempt} failed, retrying: {error}"
+        handed = self._mine().update(
+            status=OperationStatus.QUEUED,
+            error=message,
+            lease_owner="",
+            lease_expires_at=None,
+            next_send_at=now + dt.timedelta(seconds=retry_in + RESEND_GRACE_SECONDS),
+        )
+        if handed:
+            self.status, self.error = OperationStatus.QUEUED, message
+        return bool(handed)
+
+    def finish(self, status: str, error: str = "", *, lease_owner: str | None = None) -> bool:
+        """End the operation (succeeded, failed or cancelled). A worker passes its lease: the end is
+        written only while the lease is still its own. Staff (a cancel) pass none: it is written
+        while the operation is active. Secrets go with it. False when nothing was written."""
+        rows = Operation.objects.filter(pk=self.pk)
+        if lease_owner is not None:
+            rows = rows.filter(status=OperationStatus.RUNNING, lease_owner=lease_owner)
+        else:
+            rows = rows.active()
+        ended = rows.update(
+            status=status,
+            error=error,
+            finished_at=timezone.now(),
+            params=self._params_without_secrets(),
+            lease_owner="",
+            lease_expires_at=None,
+            next_send_at=None,
+        )
+        if ended:
+            self.status, self.error = status, error
+            self.params = self._params_without_secrets()
+        return bool(ended)
+
+    def _mine(self):
+        """This operation, while it still runs on our lease."""
+        held = Q(status=OperationStatus.RUNNING, lease_owner=self.lease_owner)
+        return Operation.objects.filter(held, pk=self.pk)
+
+    def _params_without_secrets(self) -> dict:
+        # A finished operation needs no secrets: the hash was only there to build the seed.
+        params = Operation.objects.filter(pk=self.pk).values_list("params", flat=True).first() or self.params
+        return {key: value for key, value in params.items() if key not in SECRET_PARAMS}
 
     def mark_failed(self, error: str) -> None:
-        self._finish(OperationStatus.FAILED, error)
+        """Fail an operation that no worker holds (the password never came, staff gave up on it)."""
+        self.finish(OperationStatus.FAILED, error)
 
-    def mark_retrying(self, error: str) -> None:
-        self.status = OperationStatus.QUEUED
-        self.error = f"attempt {self.attempt} failed, retrying: {error}"
-        self.save(update_fields=["status", "error"])
+    # --- the doorbell's side ------------------------------------------------------------------
 
-    def _finish(self, status: str, error: str) -> None:
-        self.status = status
-        self.error = error
-        self.finished_at = timezone.now()
-        # A finished operation needs no secrets: the hash was only there to build the seed.
-        for secret in SECRET_PARAMS:
-            self.params.pop(secret, None)
-        self.save(update_fields=["status", "error", "finished_at", "params"])
+    def record_sent(self, resend_after: float) -> None:
+        """The task was just sent; ring again after `resend_after` seconds, doubled at each send."""
+        now = timezone.now()
+        backoff = resend_after * 2 ** min(self.sends, RESEND_BACKOFF_STEPS)
+        Operation.objects.filter(pk=self.pk).update(
+            sent_at=now, sends=F("sends") + 1, next_send_at=now + dt.timedelta(seconds=backoff)
+        )
+        self.sends += 1
 
 
-class UsageSample(models.Model):
-    """Usage over one interval: a raw sample (bucket_seconds 0) or the average of a rolled-up bucket.
+class Snapshot(models.Model):
+    """An internal snapshot of a VM's disk (and memory, if it was running), kept on its node.
 
-    Rates are per second; CPU is a percentage of the capacity it belongs to
-    (the VM's vCPUs, or the node's CPUs).
+    The row is written by the task once libvirt has the snapshot, and deleted once libvirt no
+    longer has it, so a row always names a snapshot that exists. `name` is the libvirt name.
     """
 
-    RAW = 0
-
-    bucket_seconds = models.PositiveIntegerField(default=RAW)
-    at = models.DateTimeField(help_text="When the sample was read, or the start of the bucket.")
-    cpu_percent = models.FloatField(default=0)
-    memory_bytes = models.BigIntegerField(null=True, blank=True)
-    disk_read_bps = models.FloatField(default=0)
-    disk_write_bps = models.FloatField(default=0)
-    net_rx_bps = models.FloatField(default=0)
-    net_tx_bps = models.FloatField(default=0)
-
-    METRICS = ("cpu_percent", "memory_bytes", "disk_read_bps", "disk_write_bps", "net_rx_bps", "net_tx_bps")
+    vm = models.ForeignKey(
+        VirtualMachine, on_delete=models.CASCADE, related_name="snapshots", verbose_name="VM"
+    )
+    name = models.CharField(max_length=64)
+    description = models.CharField(max_length=200, blank=True)
+    vm_state = models.CharField(
+        max_length=16, help_text="running: the memory was saved too, and a revert resumes the VM running."
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
 
     class Meta:
-        abstract = True
+        ordering = ["-created_at", "-id"]
+        constraints = [models.UniqueConstraint(fields=["vm", "name"], name="one_snapshot_name_per_vm")]
 
     def __str__(self):
-        return f"{self.at:%Y-%m-%d %H:%M:%S} ({self.bucket_seconds or 'raw'})"
+        return self.description or self.name
+
+    @property
+    def with_memory(self) -> bool:
+        return self.vm_state == VMState.RUNNING
 
 
 class VMUsage(UsageSample):
+    """A VM's usage over one interval (see nodes.models.UsageSample)."""
+
     vm = models.ForeignKey(VirtualMachine, on_delete=models.CASCADE, related_name="usage", db_index=False)
+
+    OWNER_FIELD = "vm_id"
 
     class Meta:
         verbose_name = "VM usage sample"
@@ -529,17 +586,58 @@ class VMUsage(UsageSample):
         indexes = [models.Index(fields=["bucket_seconds", "at"], name="vm_usage_by_time")]
 
 
-class NodeUsage(UsageSample):
-    """A node's totals over its VMs, plus how many were running."""
+class TrafficMonth(models.Model):
+    """A VM's network traffic in one billing month (a calendar month, UTC), from its NICs' counters.
 
-    node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="usage", db_index=False)
-    running_vms = models.PositiveIntegerField(default=0)
+    The node monitor adds what the counters grew by since its last reading (`last_rx`, `last_tx`, kept
+    here so a restarted monitor goes on where it was); a counter that went down (the VM restarted)
+    counts from zero. A new month starts a new row, so a throttle ends with its month.
+    """
 
-    METRICS = (*UsageSample.METRICS, "running_vms")
+    vm = models.ForeignKey(
+        VirtualMachine, on_delete=models.CASCADE, related_name="traffic", verbose_name="VM"
+    )
+    month = models.DateField(help_text="The month's first day.")
+    rx_bytes = models.BigIntegerField("received", default=0)
+    tx_bytes = models.BigIntegerField("sent", default=0)
+    last_rx = models.BigIntegerField(null=True, blank=True, editable=False)
+    last_tx = models.BigIntegerField(null=True, blank=True, editable=False)
+    throttled_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the VM used up its allowance and was slowed down."
+    )
+    lifted_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When staff lifted the throttle (lifted for the rest of the month), or the month ended.",
+    )
+    speed_changed_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="When a throttle or its lifting changed the VM's speeds.",
+    )
+    speed_applied_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="When the node last applied them (see vms/traffic.py).",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        verbose_name = "node usage sample"
-        constraints = [
-            models.UniqueConstraint(fields=["node", "bucket_seconds", "at"], name="one_node_usage_per_time")
-        ]
-        indexes = [models.Index(fields=["bucket_seconds", "at"], name="node_usage_by_time")]
+        ordering = ["-month", "vm"]
+        verbose_name = "monthly traffic"
+        verbose_name_plural = "monthly traffic"
+        constraints = [models.UniqueConstraint(fields=["vm", "month"], name="one_traffic_row_per_vm_month")]
+        indexes = [models.Index(fields=["month", "vm"], name="traffic_by_month")]
+
+    def __str__(self):
+        return f"{self.vm} · {self.month:%Y-%m}"
+
+    @property
+    def total_bytes(self) -> int:
+        return self.rx_bytes + self.tx_bytes
+
+    @property
+    def is_throttled(self) -> bool:
+        return self.throttled_at is not None and self.lifted_at is None

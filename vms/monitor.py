@@ -8,13 +8,16 @@ import threading
 import uuid
 
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import DatabaseError, close_old_connections
 from django.utils import timezone
 
-from . import hypervisor
-from .choices import PANEL_OWNED_STATES, NodeStatus, VMState
+import hypervisor
+from nodes.choices import NodeStatus
+from nodes.models import Node
+
+from .choices import PANEL_OWNED_STATES, VMState
 from .live import publish_vm_changed
-from .models import Node, VirtualMachine
+from .models import VirtualMachine
 from .usage import UsageRecorder
 
 log = logging.getLogger(__name__)
@@ -35,11 +38,11 @@ def vm_for_domain(node: Node, domain_name: str) -> VirtualMachine | None:
 def apply_domain_state(node: Node, domain_name: str, state: hypervisor.PowerState | None) -> bool:
     """Record a domain's new power state on its VM and push it; True when the row changed."""
     vm = vm_for_domain(node, domain_name)
-    if vm is None or state is None or vm.state in PANEL_OWNED_STATES:
+    if vm is None or state is None or vm.state in PANEL_OWNED_STATES or vm.state == state:
         return False
-    if vm.state == state:
-        return False
-    vm.set_state(state)
+    if not VirtualMachine.objects.set_state_if(vm.pk, expected=vm.state, state=state):
+        return False  # a task changed the row since we read it: its write stands
+    vm.state = state
     publish_vm_changed(vm)
     return True
 
@@ -61,8 +64,9 @@ def apply_node_status(node: Node, reachable: bool, reason: str) -> None:
     node.last_error = reason
     node.save(update_fields=["status", "last_error"])
     for vm in node.vms.live().exclude(state__in=PANEL_OWNED_STATES).select_related("owner"):
-        vm.set_state(VMState.UNKNOWN)
-        publish_vm_changed(vm)
+        if VirtualMachine.objects.set_state_if(vm.pk, expected=vm.state, state=VMState.UNKNOWN):
+            vm.state = VMState.UNKNOWN
+            publish_vm_changed(vm)
     log.warning("node %s unreachable: %s", node, reason)
 
 
@@ -96,7 +100,12 @@ def run(stop: threading.Event, rescan_seconds: float | None = None) -> None:
     watchers: dict[int, tuple[threading.Thread, threading.Event]] = {}
     while not stop.is_set():
         close_old_connections()
-        nodes = {node.pk: node for node in Node.objects.exclude(status=NodeStatus.DISABLED)}
+        try:
+            nodes = {node.pk: node for node in Node.objects.exclude(status=NodeStatus.DISABLED)}
+        except DatabaseError as error:  # away for a moment: keep watching what we watch
+            log.warning("node monitor: could not read the nodes: %r", error)
+            stop.wait(rescan_seconds)
+            continue
         for pk, (thread, node_stop) in list(watchers.items()):
             if pk not in nodes or not thread.is_alive():
                 node_stop.set()

@@ -13,12 +13,15 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.utils import timezone
 
-from accounts.suspension import STOP_BY_STATE
+import hypervisor
+from nodes.choices import SERVING_STATUSES
+from nodes.models import Node
 
-from . import hypervisor
-from .choices import ACTIVE_OPERATION_STATUSES, PANEL_OWNED_STATES, NodeStatus, OperationKind, VMState
+from . import actions
+from .choices import ACTIVE_OPERATION_STATUSES, PANEL_OWNED_STATES, OperationKind, VMState
 from .live import publish_vm_changed
-from .models import Node
+from .models import VirtualMachine
+from .suspension import STOP_BY_STATE
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +48,12 @@ def reconcile_node(node: Node) -> Report | None:
         actual = domains.get(vm.domain_name, VMState.MISSING)
         if actual == vm.state:
             continue
+        if not VirtualMachine.objects.set_state_if(vm.pk, expected=vm.state, state=actual):
+            continue  # changed since we read it (a task, the monitor): theirs is newer
         (report.missing if actual == VMState.MISSING else report.fixed).append(
             f"{vm}: {vm.state} -> {actual}"
         )
-        vm.set_state(actual)
+        vm.state = actual
         publish_vm_changed(vm)
     _stop_suspended(vms)
     _record(node, report)
@@ -58,8 +63,6 @@ def reconcile_node(node: Node) -> Report | None:
 def _stop_suspended(vms) -> None:
     """Force off what a suspended customer still runs: the guest ignored the shutdown, or an
     operation in flight at suspension (a create, a start) brought it up afterwards."""
-    from . import actions
-
     for vm in vms:
         if vm.owner.is_suspended and vm.state in STOP_BY_STATE:
             with contextlib.suppress(actions.ActionRefused):
@@ -104,4 +107,4 @@ def _record(node: Node, report: Report) -> None:
 
 def reconcilable_nodes():
     """Online nodes: an unreachable node's VMs stay "unknown" until its monitor sees it answer."""
-    return Node.objects.filter(status=NodeStatus.ONLINE)
+    return Node.objects.filter(status__in=SERVING_STATUSES)

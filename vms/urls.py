@@ -10,7 +10,6 @@ urlpatterns = [
     path("<uuid:vm_uuid>/", views.vm_detail, name="detail"),
     path("<uuid:vm_uuid>/live/", views.vm_live, name="live"),
     path("<uuid:vm_uuid>/usage/", views.vm_usage, name="usage"),
-    path("nodes/<int:node_id>/usage/", views.node_usage, name="node_usage"),
     path("<uuid:vm_uuid>/delete/", views.vm_delete, name="delete"),
     path("<uuid:vm_uuid>/reinstall/", views.vm_reinstall, name="reinstall"),
     path("<uuid:vm_uuid>/password/", views.vm_reset_password, name="reset_password"),
@@ -22,4 +21,12 @@ urlpatterns = [
     path("<uuid:vm_uuid>/console/", views.vm_console, name="console"),
     path("<uuid:vm_uuid>/console/token/", views.vm_console_token, name="console_token"),
     path("<uuid:vm_uuid>/serial/", views.vm_serial, name="serial"),
+    path("<uuid:vm_uuid>/snapshots/", views.vm_snapshot_take, name="snapshot_take"),
+    path("<uuid:vm_uuid>/addresses/<int:address_id>/ptr/", views.vm_address_ptr, name="address_ptr"),
+    path(
+        "<uuid:vm_uuid>/snapshots/<int:snapshot_id>/revert/", views.vm_snapshot_revert, name="snapshot_revert"
+    ),
+    path(
+        "<uuid:vm_uuid>/snapshots/<int:snapshot_id>/delete/", views.vm_snapshot_delete, name="snapshot_delete"
+    ),
 ]

@@ -1,4 +1,5 @@
-"""Usage statistics: rates from counter samples, compact storage, roll-ups, pruning and graph series.
+"""Recording usage: the node monitor's counter readings become a row per running VM and one of node
+totals (the machinery, tiers and graph series are in nodes/usage.py), and the periodic upkeep.
 
 The node monitor reads every domain's cumulative counters in one bulk call per
 node and interval; a UsageRecorder turns two consecutive readings into rates
@@ -7,80 +8,18 @@ rolls raw rows up into 5-minute and hourly averages and prunes each tier.
 """
 
 import datetime as dt
-import itertools
-from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Avg, Max, Min
+from django.db.models import Max
 from django.utils import timezone
 
-from . import hypervisor, live
-from .models import Node, NodeUsage, UsageSample, VMUsage
+import hypervisor
+from nodes.models import Node, NodeUsage, UsageSample
+from nodes.usage import MAX_GAP_INTERVALS, Rates, compute_rates, prune, roll_up
 
-
-@dataclass(frozen=True)
-class Tier:
-    """Samples of one resolution and how long they are kept."""
-
-    bucket_seconds: int  # 0: raw samples, one per collection interval
-    keep: dt.timedelta
-
-
-# Raw for the last hour, 5-minute averages for a day, hourly averages for a month.
-TIERS = (
-    Tier(UsageSample.RAW, dt.timedelta(hours=1, minutes=5)),
-    Tier(300, dt.timedelta(days=1, hours=1)),
-    Tier(3600, dt.timedelta(days=31, hours=1)),
-)
-# What each graph range shows: (tier, span).
-RANGES = {
-    "hour": (UsageSample.RAW, dt.timedelta(hours=1)),
-    "day": (300, dt.timedelta(days=1)),
-    "month": (3600, dt.timedelta(days=31)),
-}
-# Two readings further apart than this many intervals give no rate (the monitor was away).
-MAX_GAP_INTERVALS = 3
-
-
-@dataclass(frozen=True)
-class Rates:
-    """One domain's usage over one interval."""
-
-    cpu_cores: float  # cores busy on average: 0.5 is half of one core
-    cpu_percent: float  # of the domain's vCPUs
-    memory_bytes: int | None
-    disk_read_bps: float
-    disk_write_bps: float
-    net_rx_bps: float
-    net_tx_bps: float
-
-
-def counter_delta(previous: int | None, current: int | None) -> int:
-    """How much a cumulative counter grew; a smaller value means it restarted from zero (VM restart)."""
-    if previous is None or current is None:
-        return 0
-    return current - previous if current >= previous else current
-
-
-def compute_rates(
-    previous: hypervisor.DomainCounters, current: hypervisor.DomainCounters, seconds: float
-) -> Rates:
-    def per_second(field: str) -> float:
-        return counter_delta(getattr(previous, field), getattr(current, field)) / seconds
-
-    cpu_cores = per_second("cpu_time_ns") / 1e9
-    vcpus = max(current.vcpus, 1)
-    return Rates(
-        cpu_cores=cpu_cores,
-        # Clock skew between the two readings can push this a hair over 100.
-        cpu_percent=min(100.0, 100.0 * cpu_cores / vcpus),
-        memory_bytes=current.memory_used_bytes,
-        disk_read_bps=per_second("disk_read_bytes"),
-        disk_write_bps=per_second("disk_write_bytes"),
-        net_rx_bps=per_second("net_rx_bytes"),
-        net_tx_bps=per_second("net_tx_bytes"),
-    )
+from . import live, traffic
+from .models import VMUsage
 
 
 class UsageRecorder:
@@ -108,12 +47,14 @@ class UsageRecorder:
         return rates
 
     def record(self, sampled_at: float, counters: list[hypervisor.DomainCounters]) -> int:
-        """Store this interval's rates: a row per panel VM and one of node totals. Returns rows written."""
+        """Store this interval's rates: a row per panel VM and one of node totals, and add the traffic
+        to each VM's month (vms/traffic.py). Returns usage rows written."""
+        at = dt.datetime.fromtimestamp(sampled_at, tz=dt.UTC)
+        vm_ids = self._vm_ids()
+        traffic.record(at, _traffic_readings(counters, vm_ids))
         rates = self.rates(sampled_at, counters)
         if not rates:
             return 0
-        at = dt.datetime.fromtimestamp(sampled_at, tz=dt.UTC)
-        vm_ids = self._vm_ids()
         rows = [
             VMUsage(vm_id=vm_ids[name], at=at, **_metrics(rate))
             for name, rate in rates.items()
@@ -146,11 +87,19 @@ class UsageRecorder:
         )
 
 
+def _traffic_readings(counters: list[hypervisor.DomainCounters], vm_ids: dict[str, int]) -> dict:
+    """The NIC counters of each panel VM that reports them (a running one)."""
+    return {
+        vm_ids[reading.name]: (reading.net_rx_bytes, reading.net_tx_bytes)
+        for reading in counters
+        if reading.name in vm_ids
+        and reading.state == hypervisor.PowerState.RUNNING
+        and (reading.net_rx_bytes is not None or reading.net_tx_bytes is not None)
+    }
+
+
 def _metrics(rate: Rates) -> dict:
     return {field: getattr(rate, field) for field in UsageSample.METRICS}
-
-
-# --- roll-ups and pruning ------------------------------------------------------
 
 
 def maintain(now: dt.datetime | None = None) -> dict[str, int]:
@@ -159,124 +108,6 @@ def maintain(now: dt.datetime | None = None) -> dict[str, int]:
     rolled = sum(roll_up(model, now) for model in (VMUsage, NodeUsage))
     pruned = sum(prune(model, now) for model in (VMUsage, NodeUsage))
     return {"rolled_up": rolled, "pruned": pruned}
-
-
-def roll_up(model: type[UsageSample], now: dt.datetime) -> int:
-    """Average each finished bucket of every tier from the tier below it. Returns rows written."""
-    written = 0
-    for source, target in itertools.pairwise(TIERS):
-        for bucket in _buckets_to_roll(model, source, target, now):
-            written += _roll_bucket(model, source, target, bucket)
-    return written
-
-
-def _buckets_to_roll(model, source: Tier, target: Tier, now: dt.datetime) -> list[dt.datetime]:
-    """Finished target buckets after the last one rolled, as far back as the source tier reaches."""
-    step = dt.timedelta(seconds=target.bucket_seconds)
-    # A raw reading can be stored a moment after it was read: wait out one interval.
-    finished_before = _floor(now - dt.timedelta(seconds=settings.KVMPANEL_STATS_INTERVAL + 5), step)
-    last_rolled = model.objects.filter(bucket_seconds=target.bucket_seconds).aggregate(last=Max("at"))["last"]
-    source_rows = model.objects.filter(bucket_seconds=source.bucket_seconds)
-    if last_rolled is not None:
-        source_rows = source_rows.filter(at__gte=last_rolled + step)
-    # From the oldest reading not yet rolled up: a long pause costs no empty buckets.
-    oldest = source_rows.aggregate(first=Min("at"))["first"]
-    if oldest is None:
-        return []
-    start = _floor(oldest, step)
-    buckets = []
-    while start < finished_before:
-        buckets.append(start)
-        start += step
-    return buckets
-
-
-def _roll_bucket(model, source: Tier, target: Tier, bucket: dt.datetime) -> int:
-    key = _owner_field(model)
-    end = bucket + dt.timedelta(seconds=target.bucket_seconds)
-    averages = (
-        model.objects.filter(bucket_seconds=source.bucket_seconds, at__gte=bucket, at__lt=end)
-        .values(key)
-        .annotate(**{f"avg_{metric}": Avg(metric) for metric in model.METRICS})
-    )
-    rows = [
-        model(
-            bucket_seconds=target.bucket_seconds,
-            at=bucket,
-            **{key: row[key]},
-            **{metric: _typed(model, metric, row[f"avg_{metric}"]) for metric in model.METRICS},
-        )
-        for row in averages
-    ]
-    model.objects.bulk_create(rows, ignore_conflicts=True)
-    return len(rows)
-
-
-def prune(model: type[UsageSample], now: dt.datetime) -> int:
-    """Delete what each tier no longer keeps. Returns rows deleted."""
-    deleted = 0
-    for tier in TIERS:
-        count, _ = model.objects.filter(bucket_seconds=tier.bucket_seconds, at__lt=now - tier.keep).delete()
-        deleted += count
-    return deleted
-
-
-def _owner_field(model) -> str:
-    return "vm_id" if model is VMUsage else "node_id"
-
-
-def _typed(model, metric: str, value):
-    """Averages come back as floats; integer columns get integers."""
-    if value is None:
-        return None
-    integer = model._meta.get_field(metric).get_internal_type().endswith("IntegerField")
-    return round(value) if integer else value
-
-
-def _floor(moment: dt.datetime, step: dt.timedelta) -> dt.datetime:
-    seconds = int(step.total_seconds())
-    epoch = int(moment.timestamp())
-    return dt.datetime.fromtimestamp(epoch - epoch % seconds, tz=dt.UTC)
-
-
-# --- graph series ----------------------------------------------------------------
-
-
-def series(samples, range_name: str, now: dt.datetime | None = None) -> dict:
-    """Columns for a graph (times in epoch seconds, one list per metric) over `range_name`.
-
-    `samples` is a VMUsage or NodeUsage queryset already narrowed to one owner.
-    A null is put where readings are missing, so the graph shows a gap, not a line.
-    """
-    bucket_seconds, span = RANGES[range_name]
-    now = now or timezone.now()
-    metrics = samples.model.METRICS
-    rows = (
-        samples.filter(bucket_seconds=bucket_seconds, at__gte=now - span)
-        .order_by("at")
-        .values_list("at", *metrics)
-    )
-    step = bucket_seconds or settings.KVMPANEL_STATS_INTERVAL
-    columns = {"t": [], **{metric: [] for metric in metrics}}
-    previous = None
-    for at, *values in rows:
-        moment = at.timestamp()
-        if previous is not None and moment - previous > 2.5 * step:
-            columns["t"].append(previous + step)
-            for metric in metrics:
-                columns[metric].append(None)
-        columns["t"].append(moment)
-        for metric, value in zip(metrics, values, strict=True):
-            columns[metric].append(value)
-        previous = moment
-    start = now - span
-    return {
-        "range": range_name,
-        "step": step,
-        "from": start.timestamp(),
-        "to": now.timestamp(),
-        "series": columns,
-    }
 
 
 def latest_samples() -> tuple[dict[int, NodeUsage], list[VMUsage]]:

@@ -1,23 +1,31 @@
 """Customer pages. Every read renders from the database only; changes go through vms.actions."""
 
+import hashlib
+
 from django.contrib import messages
-from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db.models import OuterRef, Subquery
 from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from accounts import reauth
+from images.models import Image
+from kvmpanel import csp
+from network import rdns
+from network.models import Address
+from nodes.views import usage_response
 
-from . import actions, quotas, usage
+from . import actions, networking, quotas, traffic
 from .choices import OperationKind, VMState
 from .consoles import tokens
-from .forms import CreateVMForm, ReinstallForm, RescueForm, ResetPasswordForm, ResizeForm
-from .models import Image, Node, NodeUsage, Operation, VirtualMachine, VMUsage
+from .forms import CreateVMForm, ReinstallForm, RescueForm, ResetPasswordForm, ResizeForm, VMSearchForm
+from .models import Operation, VirtualMachine, VMUsage
 
 PAGE_SIZE = 25
 POWER_ACTIONS = {
@@ -36,20 +44,40 @@ def _get_vm_for_user(user, vm_uuid, include_deleted=False) -> VirtualMachine:
 
 @login_required
 def vm_list(request):
-    queryset = (
+    search = VMSearchForm(request.GET)
+    queryset = search.filter(
         VirtualMachine.objects.visible_to(request.user)
-        .select_related("node", "plan", "image", "owner")
+        .select_related("node", "plan", "image", "owner", "rescue_image")
         .order_by("-created_at", "-id")
     )
     page = Paginator(queryset, PAGE_SIZE).get_page(request.GET.get("page"))
     last_operations = _last_operations(page.object_list)
+    addresses = networking.addresses_by_vm(page.object_list)
+    for vm in page.object_list:
+        vm.listed_addresses = addresses.get(vm.pk, [])
     rows = [(vm, last_operations.get(vm.pk)) for vm in page.object_list]
+    context = {
+        "page": page,
+        "rows": rows,
+        "search": search,
+        "page_query": search.query_string(),
+        "live_version": _list_version(rows, page),
+    }
     # Live updates re-fetch only the table (the same partial as the first render).
     if request.headers.get("HX-Request"):
-        return render(request, "vms/_list.html", {"page": page, "rows": rows})
-    return render(
-        request, "vms/list.html", {"page": page, "rows": rows, "quota": quotas.summary(request.user)}
+        return render(request, "vms/_list.html", context)
+    return render(request, "vms/list.html", {**context, "quota": quotas.summary(request.user)})
+
+
+def _list_version(rows, page) -> str:
+    shown = (
+        [
+            (vm.pk, vm.updated_at.isoformat(), vm.state, vm.ready_at, op and (op.pk, op.status))
+            for vm, op in rows
+        ],
+        page.paginator.count,
     )
+    return hashlib.sha256(repr(shown).encode()).hexdigest()[:16]
 
 
 def _last_operations(vms) -> dict:
@@ -91,37 +119,56 @@ def vm_live(request, vm_uuid):
     return render(request, "vms/_live.html", _detail_context(vm))
 
 
+# The VM page shows this many of the latest operations, and the rest (up to the limit) behind "Show all".
+SHOWN_OPERATIONS = 5
+OPERATIONS_LIMIT = 50
+
+
 def _detail_context(vm: VirtualMachine) -> dict:
-    operations = list(vm.operations.select_related("user")[:20])
+    operations = list(vm.operations.select_related("user")[:OPERATIONS_LIMIT])
+    addresses = list(vm.addresses())
+    usage_now = traffic.summary(vm)
     return {
         "vm": vm,
+        "addresses": addresses,
+        "ssh_target": networking.ssh_target(addresses),
         "operations": operations,
+        "shown_operations": SHOWN_OPERATIONS,
+        "operations_limit": OPERATIONS_LIMIT,
         "active_operation": next((op for op in operations if op.is_active), None),
         "allowed": vm.allowed_actions(),
+        "snapshots": list(vm.snapshots.all()),
         "isos": Image.objects.isos() if not vm.iso_id else (),
-        "has_rescue_systems": Image.objects.rescue_systems().exists(),
+        "traffic": usage_now,
+        "rdns_enabled": rdns.enabled(),
+        "live_version": live_version(vm, operations, addresses, usage_now),
     }
+
+
+def live_version(vm: VirtualMachine, operations, addresses=(), traffic_now=None) -> str:
+    """A digest of what the live block shows: the page swaps a refresh in only when it differs."""
+    shown = (
+        vm.updated_at.isoformat(),
+        vm.state,
+        vm.ready_at,  # "Booting" becomes "Ready" (written without touching updated_at)
+        [(address.pk, address.cidr, address.ptr, address.ptr_pending) for address in addresses],
+        [(snapshot.pk, snapshot.name) for snapshot in vm.snapshots.all()],
+        vm.iso_id,
+        vm.owner.is_suspended,
+        traffic_now and (traffic_now.throttled, traffic_now.bar_percent),
+        [(op.pk, op.status, op.error, op.finished_at and op.finished_at.isoformat()) for op in operations],
+    )
+    return hashlib.sha256(repr(shown).encode()).hexdigest()[:16]
 
 
 @login_required
 def vm_usage(request, vm_uuid):
     """Graph data for one VM: CPU, memory, disk and network over the last hour, day or month."""
     vm = _get_vm_for_user(request.user, vm_uuid)
-    return _usage_response(request, VMUsage.objects.filter(vm=vm), memory_mib=vm.plan.memory_mib)
-
-
-@staff_member_required
-def node_usage(request, node_id):
-    """Graph data for a node's totals over its VMs (staff only)."""
-    node = get_object_or_404(Node, pk=node_id)
-    return _usage_response(request, NodeUsage.objects.filter(node=node), memory_mib=node.memory_mib)
-
-
-def _usage_response(request, samples, memory_mib: int) -> JsonResponse:
-    range_name = request.GET.get("range", "hour")
-    if range_name not in usage.RANGES:
-        return JsonResponse({"error": f"range must be one of: {', '.join(usage.RANGES)}"}, status=400)
-    return JsonResponse({**usage.series(samples, range_name), "memory_total": memory_mib * 1024 * 1024})
+    running = vm.state == VMState.RUNNING
+    return usage_response(
+        request, VMUsage.objects.filter(vm=vm), memory_mib=vm.plan.memory_mib, running=running
+    )
 
 
 @require_POST
@@ -136,6 +183,26 @@ def vm_action(request, vm_uuid, kind):
         f"{OperationKind(kind).label} requested for {vm.name}.",
     )
     return redirect(_safe_next(request) or vm.get_absolute_url())
+
+
+@require_POST
+@login_required
+def vm_address_ptr(request, vm_uuid, address_id):
+    """The customer names one of their addresses (its PTR record); a worker publishes it."""
+    vm = _get_vm_for_user(request.user, vm_uuid)
+    address = get_object_or_404(Address, pk=address_id, interface__vm=vm)
+    try:
+        actions.set_reverse_dns(vm, request.user, address, request.POST.get("ptr", ""))
+    except ValidationError as error:
+        messages.error(request, f"Reverse DNS of {address.host_address} not saved: {error.messages[0]}")
+    except actions.ActionRefused as refusal:
+        messages.error(request, str(refusal))
+    else:
+        named = address.ptr.rstrip(".") if address.ptr else "no name"
+        messages.success(
+            request, f"Reverse DNS of {address.host_address} set to {named}; it is published in seconds."
+        )
+    return redirect(vm.get_absolute_url() + "#vm-addresses")
 
 
 def _ask(request, act, done: str) -> None:
@@ -177,14 +244,17 @@ def vm_delete(request, vm_uuid):
     return render(request, "vms/delete.html", {"vm": vm, "error": error, "typed": typed})
 
 
-def _vm_form_page(request, vm_uuid, form_class, template: str, act):
+def _vm_form_page(request, vm_uuid, form_class, template: str, act, offered=lambda: True):
     """A page whose form asks for one change to a VM.
 
     On a valid POST, `act(vm, cleaned_data)` requests the change and returns what to tell the
-    user; a refusal goes back into the form.
+    user; a refusal goes back into the form. When `offered()` is false (nothing to pick from), the
+    page says so instead of showing the form.
     """
     vm = _get_vm_for_user(request.user, vm_uuid)
     form = form_class(request.POST or None, vm=vm)
+    if not offered():
+        return render(request, template, {"vm": vm, "form": form, "offered": False})
     if request.method == "POST" and form.is_valid():
         try:
             done = act(vm, form.cleaned_data)
@@ -193,7 +263,7 @@ def _vm_form_page(request, vm_uuid, form_class, template: str, act):
         else:
             messages.info(request, done)
             return redirect(vm)
-    return render(request, template, {"vm": vm, "form": form})
+    return render(request, template, {"vm": vm, "form": form, "offered": True})
 
 
 @login_required
@@ -220,7 +290,8 @@ def vm_rescue(request, vm_uuid):
         )
         return f"Starting {data['image']} on {vm.name}; its disk will be the second disk."
 
-    return _vm_form_page(request, vm_uuid, RescueForm, "vms/rescue.html", act)
+    offered = Image.objects.rescue_systems().exists
+    return _vm_form_page(request, vm_uuid, RescueForm, "vms/rescue.html", act, offered=offered)
 
 
 @login_required
@@ -270,6 +341,7 @@ def vm_iso(request, vm_uuid):
 def vm_console(request, vm_uuid):
     """The graphical console page (noVNC); it asks for a one-time token when it connects."""
     vm = _get_vm_for_user(request.user, vm_uuid)
+    csp.allow(request, "connect-src", tokens.bridge_base(request))  # the bridge listens on its own port
     return render(request, "vms/console.html", {"vm": vm, "allowed": vm.allowed_actions()})
 
 
@@ -288,3 +360,40 @@ def vm_serial(request, vm_uuid):
     """The serial console page (xterm.js over a Channels websocket)."""
     vm = _get_vm_for_user(request.user, vm_uuid)
     return render(request, "vms/serial.html", {"vm": vm, "allowed": vm.allowed_actions()})
+
+
+@require_POST
+@login_required
+def vm_snapshot_take(request, vm_uuid):
+    vm = _get_vm_for_user(request.user, vm_uuid)
+    description = request.POST.get("description", "").strip()[:200]
+    _ask(
+        request,
+        lambda: actions.take_snapshot(vm, request.user, description),
+        f"Taking a snapshot of {vm.name}.",
+    )
+    return redirect(vm)
+
+
+@login_required
+def vm_snapshot_revert(request, vm_uuid, snapshot_id):
+    """Asks first, naming what will be lost: everything the VM wrote since the snapshot."""
+    vm = _get_vm_for_user(request.user, vm_uuid)
+    snapshot = get_object_or_404(vm.snapshots, pk=snapshot_id)
+    if request.method == "POST":
+        taken = timezone.localtime(snapshot.created_at)
+        done = f"Reverting {vm.name} to its snapshot of {taken:%Y-%m-%d %H:%M}."
+        _ask(request, lambda: actions.revert_snapshot(vm, request.user, snapshot), done)
+        return redirect(vm)
+    return render(request, "vms/snapshot_revert.html", {"vm": vm, "snapshot": snapshot})
+
+
+@require_POST
+@login_required
+def vm_snapshot_delete(request, vm_uuid, snapshot_id):
+    vm = _get_vm_for_user(request.user, vm_uuid)
+    snapshot = get_object_or_404(vm.snapshots, pk=snapshot_id)
+    _ask(
+        request, lambda: actions.delete_snapshot(vm, request.user, snapshot), f"Deleting snapshot {snapshot}."
+    )
+    return redirect(vm)

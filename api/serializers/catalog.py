@@ -2,13 +2,23 @@
 
 from rest_framework import serializers
 
-from vms.models import Image, Plan
+from images.models import Image
+from vms.models import Plan
 
 
 class PlanSerializer(serializers.ModelSerializer):
     class Meta:
         model = Plan
-        fields = ["id", "name", "vcpus", "memory_mib", "disk_gb"]
+        fields = [
+            "id",
+            "name",
+            "vcpus",
+            "memory_mib",
+            "disk_gb",
+            "inbound_mbps",
+            "outbound_mbps",
+            "traffic_gib",
+        ]
 
 
 class ImageSerializer(serializers.ModelSerializer):

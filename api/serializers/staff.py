@@ -6,16 +6,19 @@ from django.contrib.auth import get_user_model
 from rest_framework import serializers
 from rest_framework.validators import UniqueValidator
 
-from vms.admin import ImageForm
-from vms.choices import VirtType
-from vms.models import Image, Node, Plan
+from images.forms import ImageForm
+from images.models import Image
+from nodes import remote
+from nodes.choices import NetworkMode, VirtType
+from nodes.models import Node
+from vms.models import Plan
 
 from .. import quota
 from .account import QuotaSerializer
 from .forms import FormValidated
 
 # Remote nodes over SSH or TLS only (never qemu+tcp: unauthenticated and unencrypted).
-NODE_URI_SCHEMES = ("qemu", "qemu+ssh", "qemu+tls", "qemu+unix")
+NODE_URI_SCHEMES = ("qemu", "qemu+ssh", "qemu+tls", "qemu+unix")  # never qemu+tcp
 MAX_QUOTA = 2**31 - 1  # the quota fields are PositiveIntegerField
 
 
@@ -33,6 +36,9 @@ class NodeSerializer(serializers.ModelSerializer):
             "virt_type",
             "pool_name",
             "network_name",
+            "network_mode",
+            "bridge",
+            "network_problem",
             "console_host",
             "hostname",
             "cpus",
@@ -45,7 +51,13 @@ class NodeSerializer(serializers.ModelSerializer):
             "reconciled_at",
             "stray_domain_count",
             "vm_count",
+            "draining",
+            "drain_note",
+            "migration_uri",
+            "disks_uri",
+            "ssh_host_key_fingerprint",
         ]
+        read_only_fields = ["draining", "drain_note"]
 
     def get_stray_domain_count(self, node) -> int:
         return len(node.stray_domains)
@@ -67,6 +79,44 @@ class RegisterNodeInput(serializers.Serializer):
     pool_path = serializers.RegexField(r"^/[A-Za-z0-9_./-]{0,250}$", required=False)
     network_name = serializers.RegexField(r"^[A-Za-z0-9_.-]{1,64}$", required=False)
     virt_type = serializers.ChoiceField(choices=[*VirtType.values, "auto"], required=False)
+    network_mode = serializers.ChoiceField(choices=NetworkMode.values, required=False)
+    bridge = serializers.RegexField(
+        r"^[A-Za-z0-9_.-]{1,15}$",
+        required=False,
+        help_text="Bridged mode: the host's existing bridge (e.g. br0).",
+    )
+
+    ssh_host_key_fingerprint = serializers.CharField(
+        required=False,
+        max_length=100,
+        help_text="qemu+ssh nodes: the fingerprint of the node's SSH host key (SHA256:…, as "
+        "`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` prints it on the node). The panel reads the "
+        "key the node presents and pins it only if it matches; without it, the answer says what it read.",
+    )
+
+    def validate(self, data):
+        if data.get("network_mode") == NetworkMode.BRIDGED and not data.get("bridge"):
+            raise serializers.ValidationError({"bridge": "Bridged mode needs the name of the host's bridge."})
+        if remote.is_ssh(data.get("uri", "")):
+            data["host_key"] = self._confirmed_host_key(data["uri"], data.get("ssh_host_key_fingerprint", ""))
+        return data
+
+    @staticmethod
+    def _confirmed_host_key(uri: str, typed: str) -> remote.HostKey:
+        try:
+            found = remote.scan_host_key(uri)
+        except remote.HostKeyProblem as problem:
+            raise serializers.ValidationError(
+                {"uri": f"Could not read the node's SSH host key: {problem}"}
+            ) from None
+        if typed.strip() != found.fingerprint:
+            raise serializers.ValidationError(
+                {
+                    "ssh_host_key_fingerprint": f"The node presents the {found.key.split()[0]} host key "
+                    f"{found.fingerprint}: compare it with the node's own, and send it back to pin it."
+                }
+            )
+        return found
 
     def validate_uri(self, uri: str) -> str:
         scheme = urlsplit(uri).scheme
@@ -84,7 +134,7 @@ class StaffPlanSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Plan
-        fields = ["id", "name", "vcpus", "memory_mib", "disk_gb", "full_copy", "active"]
+        fields = ["id", "name", "vcpus", "memory_mib", "disk_gb", "full_copy", "max_firewall_rules", "active"]
 
 
 class StaffImageSerializer(serializers.ModelSerializer):
@@ -187,3 +237,15 @@ class UserDetailSerializer(UserSerializer):
 
 class SuspendInput(serializers.Serializer):
     reason = serializers.CharField(max_length=200, required=False, allow_blank=True)
+
+
+class MaintenanceInput(serializers.Serializer):
+    on = serializers.BooleanField(
+        help_text="true: no new VMs go to the node (its VMs run on); false: they may again."
+    )
+
+
+class MigrateInput(serializers.Serializer):
+    target_node = serializers.PrimaryKeyRelatedField(
+        queryset=Node.objects.all(), help_text="The id of the node to move the VM to."
+    )

@@ -2,8 +2,10 @@
 
 from rest_framework import serializers
 
+from images.models import Image
+from vms import traffic
 from vms.forms import CreateVMForm, ReinstallForm, RescueForm, ResetPasswordForm, ResizeForm
-from vms.models import Image, Operation, VirtualMachine
+from vms.models import Operation, VirtualMachine
 
 from .catalog import ImageRefSerializer, PlanSerializer
 from .forms import FormValidated, object_id
@@ -13,9 +15,36 @@ MAX_USER_DATA_CHARS = 64 * 1024  # the form allows 16 KiB; this bounds the reque
 MAX_KEYS = 50
 
 
+class AddAddressInput(serializers.Serializer):
+    family = serializers.ChoiceField(
+        choices=[4, 6], help_text="4: one more IPv4 address; 6: one more IPv6 network."
+    )
+
+
 class NodeRefSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     name = serializers.CharField()
+
+
+class AddressSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    family = serializers.IntegerField(help_text="4 or 6.")
+    address = serializers.CharField(help_text="The address, or the first address of an IPv6 network.")
+    prefix_length = serializers.IntegerField(help_text="32 or 128 for one address, 64 for a network.")
+    cidr = serializers.CharField()
+    host_address = serializers.CharField(help_text="What the VM answers on (::1 of its own IPv6 network).")
+    ptr = serializers.CharField(help_text="Its reverse DNS name (PTR record of host_address); empty: none.")
+    ptr_pending = serializers.BooleanField(
+        help_text="The DNS server does not have this name yet (it is sent again until it does)."
+    )
+
+
+class SetPTRInput(serializers.Serializer):
+    ptr = serializers.CharField(
+        max_length=254,
+        allow_blank=True,
+        help_text="A fully qualified host name, e.g. mail.example.com; empty: none.",
+    )
 
 
 class VMSerializer(serializers.ModelSerializer):
@@ -30,6 +59,13 @@ class VMSerializer(serializers.ModelSerializer):
     node = serializers.SerializerMethodField(help_text="Staff only; null for customers.")
     allowed_actions = serializers.SerializerMethodField(
         help_text="The operations that make sense in the VM's last known state."
+    )
+    addresses = serializers.SerializerMethodField(help_text="Its public addresses, in the order given.")
+    booting = serializers.BooleanField(
+        source="is_booting", read_only=True, help_text="Running, but its first boot has not finished yet."
+    )
+    ready_at = serializers.DateTimeField(
+        read_only=True, help_text="When its first boot (cloud-init) finished; null while it boots."
     )
 
     class Meta:
@@ -48,6 +84,9 @@ class VMSerializer(serializers.ModelSerializer):
             "rescue_image",
             "node",
             "allowed_actions",
+            "addresses",
+            "booting",
+            "ready_at",
             "created_at",
             "state_changed_at",
         ]
@@ -58,8 +97,44 @@ class VMSerializer(serializers.ModelSerializer):
             return None
         return {"id": vm.node_id, "name": vm.node.name}
 
+    def get_addresses(self, vm) -> AddressSerializer(many=True):
+        # From the NICs prefetched with the VMs (one query for a whole page).
+        held = [address for nic in vm.interfaces.all() for address in nic.addresses.all()]
+        held.sort(key=lambda address: (address.assigned_at, address.pk))
+        return AddressSerializer(held, many=True).data
+
     def get_allowed_actions(self, vm) -> list[str]:
         return sorted(vm.allowed_actions())
+
+
+class TrafficSerializer(serializers.Serializer):
+    month = serializers.CharField(help_text="The billing month (calendar month, UTC), YYYY-MM.")
+    received_bytes = serializers.IntegerField()
+    sent_bytes = serializers.IntegerField()
+    used_bytes = serializers.IntegerField(help_text="Received and sent together: what the allowance counts.")
+    allowance_bytes = serializers.IntegerField(allow_null=True, help_text="null: unlimited.")
+    percent = serializers.FloatField(allow_null=True, help_text="Of the allowance; null when unlimited.")
+    throttled = serializers.BooleanField(help_text="Slowed down for the rest of the month (allowance used).")
+    throttled_at = serializers.DateTimeField(allow_null=True)
+    resets_on = serializers.DateField(help_text="When the counter starts again and a throttle ends.")
+    inbound_mbps = serializers.IntegerField(
+        allow_null=True, help_text="The plan's port speed; null: unlimited."
+    )
+    outbound_mbps = serializers.IntegerField(
+        allow_null=True, help_text="The plan's port speed; null: unlimited."
+    )
+
+
+class VMDetailSerializer(VMSerializer):
+    """One VM, with its traffic this month (not in lists: one more query per VM)."""
+
+    traffic = serializers.SerializerMethodField()
+
+    class Meta(VMSerializer.Meta):
+        fields = [*VMSerializer.Meta.fields, "traffic"]
+
+    def get_traffic(self, vm) -> TrafficSerializer:
+        return TrafficSerializer(traffic.summary(vm).as_dict()).data
 
 
 class OperationSerializer(serializers.ModelSerializer):
@@ -174,7 +249,7 @@ class UsageSerializer(serializers.Serializer):
     memory_total = serializers.IntegerField(help_text="The plan's memory, in bytes.")
 
     def to_representation(self, instance):
-        return instance  # already plain data from vms.usage.series
+        return instance  # already plain data from nodes.usage.series
 
     def get_fields(self):
         fields = super().get_fields()

@@ -5,7 +5,8 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema
 from rest_framework import viewsets
 from rest_framework.exceptions import ValidationError
 
-from vms.models import Image, Plan
+from images.models import Image
+from vms.models import Plan
 
 from ..serializers.catalog import ImageSerializer, PlanSerializer
 from .base import RateLimitedFirst

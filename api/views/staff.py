@@ -9,14 +9,22 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from accounts import audit, suspension
-from vms import catalog
-from vms.choices import NodeStatus, VMState
-from vms.models import Image, Node, Plan
+from images import actions as image_actions
+from images.models import Image
+from nodes import remote
+from nodes.choices import NodeStatus
+from nodes.models import Node
+from vms import actions as vm_actions
+from vms import draining
+from vms.choices import VMState
+from vms.models import Plan, VirtualMachine
 
 from ..filters import UserFilter
 from ..permissions import STAFF
 from ..serializers.staff import (
     AddImageInput,
+    MaintenanceInput,
+    MigrateInput,
     NodeSerializer,
     RegisterNodeInput,
     StaffImageSerializer,
@@ -25,6 +33,7 @@ from ..serializers.staff import (
     UserDetailSerializer,
     UserSerializer,
 )
+from ..serializers.vms import OperationSerializer
 from ..tasks import register_node_task
 from .base import RateLimitedFirst
 
@@ -51,18 +60,75 @@ class NodeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, StaffViewSet
         given = RegisterNodeInput(data=request.data)
         given.is_valid(raise_exception=True)
         data = given.validated_data
+        host_key = data.get("host_key")
         node = Node.objects.create(
             name=data["name"],
             uri=data["uri"],
+            ssh_host_key=host_key.key if host_key else "",
+            ssh_host_key_fingerprint=host_key.fingerprint if host_key else "",
             status=NodeStatus.UNREACHABLE,  # no VM is placed on it until the worker has prepared it
             last_error="Registering: waiting for the node to answer.",
-            **{key: data[key] for key in ("pool_name", "network_name") if key in data},
+            **{
+                key: data[key]
+                for key in ("pool_name", "network_name", "network_mode", "bridge")
+                if key in data
+            },
         )
+        if host_key:
+            remote.write_known_hosts(node)  # only this key is accepted from the first connection on
         audit.record("node.register", node, outcome="requested", detail=node.uri)
         pool_path, virt_type = data.get("pool_path"), data.get("virt_type")
         transaction.on_commit(lambda: register_node_task.delay(node.pk, pool_path, virt_type))
         node._vm_count = 0
         return Response(NodeSerializer(node).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=MaintenanceInput, responses={200: NodeSerializer})
+    @action(detail=True, methods=["post"])
+    def maintenance(self, request, pk=None):
+        """Put the node in maintenance (no new VMs; its VMs run on, their customers see no change) or
+        take it out (which also stops a drain)."""
+        node = self.get_object()
+        given = MaintenanceInput(data=request.data)
+        given.is_valid(raise_exception=True)
+        draining.set_maintenance(node, request.user, given.validated_data["on"])
+        return Response(NodeSerializer(self.get_object()).data)
+
+    @extend_schema(request=None, responses={202: NodeSerializer})
+    @action(detail=True, methods=["post"])
+    def drain(self, request, pk=None):
+        """Put the node in maintenance and move every VM off it, a few at a time (each a migrate
+        operation: follow them on the VMs' operations)."""
+        node = self.get_object()
+        draining.start(node, request.user)
+        return Response(NodeSerializer(self.get_object()).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=None, responses={200: NodeSerializer})
+    @action(detail=True, methods=["post"], url_path="stop-drain")
+    def stop_drain(self, request, pk=None):
+        """Ask for no more moves; those under way finish, and the node stays in maintenance."""
+        node = self.get_object()
+        draining.stop(node, request.user)
+        return Response(NodeSerializer(self.get_object()).data)
+
+
+@extend_schema(tags=["admin"])
+class StaffVMViewSet(StaffViewSet):
+    """Staff verbs on any customer's VM."""
+
+    queryset = VirtualMachine.objects.live().select_related("node", "plan", "image", "owner")
+    lookup_field = "uuid"
+    serializer_class = OperationSerializer
+
+    @extend_schema(request=MigrateInput, responses={202: OperationSerializer})
+    @action(detail=True, methods=["post"])
+    def migrate(self, request, uuid=None):
+        """Move the VM to another node: live with its local disk if it runs, by a copy of its disk if
+        stopped. The operation's progress and, once done, its downtime show on the VM's operations."""
+        vm = self.get_object()
+        given = MigrateInput(data=request.data)
+        given.is_valid(raise_exception=True)
+        operation = vm_actions.migrate(vm, request.user, given.validated_data["target_node"])
+        return Response(OperationSerializer(operation).data, status=status.HTTP_202_ACCEPTED)
 
 
 @extend_schema(tags=["admin"])
@@ -106,11 +172,11 @@ class StaffImageViewSet(
         given = AddImageInput(data=request.data)
         given.is_valid(raise_exception=True)
         image = given.validated_data
-        catalog.add_image(image)
+        image_actions.add_image(image)
         return Response(StaffImageSerializer(image).data, status=status.HTTP_201_CREATED)
 
     def perform_destroy(self, image):
-        catalog.delete_image(image)
+        image_actions.delete_image(image)
 
 
 @extend_schema(tags=["admin"])

@@ -1,6 +1,8 @@
 """VMs and their operations. Access is vms' own: visible_to (staff all, customers their own; else 404),
 and every change goes through vms.actions, which checks the state and writes the audit log."""
 
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
@@ -8,13 +10,18 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
-from vms import actions, usage
+from network.models import Address
+from nodes import usage
+from vms import actions
 from vms.choices import OperationKind, VMState
 from vms.consoles import tokens as console_tokens
 from vms.models import Operation, VirtualMachine, VMUsage
 
 from ..filters import OperationFilter, VMFilter
+from ..permissions import STAFF
 from ..serializers.vms import (
+    AddAddressInput,
+    AddressSerializer,
     ChangeISOInput,
     ConsoleTokenSerializer,
     CreateVMInput,
@@ -23,7 +30,9 @@ from ..serializers.vms import (
     RescueInput,
     ResetPasswordInput,
     ResizeInput,
+    SetPTRInput,
     UsageSerializer,
+    VMDetailSerializer,
     VMSerializer,
 )
 from .base import RateLimitedFirst
@@ -57,11 +66,16 @@ class VMViewSet(RateLimitedFirst, mixins.ListModelMixin, mixins.RetrieveModelMix
     ordering_fields = ["created_at", "hostname", "state"]
     ordering = ["-created_at", "-id"]
 
+    def get_serializer_class(self):
+        return VMDetailSerializer if self.action == "retrieve" else VMSerializer
+
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # the schema generator has no user
             return VirtualMachine.objects.none()
-        return VirtualMachine.objects.visible_to(self.request.user).select_related(
-            "node", "plan", "image", "owner", "iso", "rescue_image"
+        return (
+            VirtualMachine.objects.visible_to(self.request.user)
+            .select_related("node", "plan", "image", "owner", "iso", "rescue_image")
+            .prefetch_related("interfaces__addresses")
         )
 
     def validated(self, input_class, **form_kwargs) -> dict:
@@ -141,6 +155,50 @@ class VMViewSet(RateLimitedFirst, mixins.ListModelMixin, mixins.RetrieveModelMix
         iso = serializer.validated_data["iso"]
         boot = bool(iso) and serializer.validated_data["boot"]
         return accepted(actions.change_iso(vm, request.user, iso, boot=boot))
+
+    @extend_schema(tags=["admin"], request=AddAddressInput, responses={202: OperationSerializer})
+    @action(
+        detail=True, methods=["post"], url_path="addresses", url_name="addresses", permission_classes=STAFF
+    )
+    def add_address(self, request, uuid=None):
+        """Staff: give the VM one more IPv4 address or IPv6 network. The VM's filter follows at once, the
+        guest at its next start (shut down, then start)."""
+        vm = self.get_object()
+        serializer = AddAddressInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        return accepted(actions.add_address(vm, request.user, serializer.validated_data["family"]))
+
+    @extend_schema(tags=["admin"], request=None, responses={202: OperationSerializer})
+    @action(
+        detail=True,
+        methods=["delete"],
+        url_path=r"addresses/(?P<address_id>\d+)",
+        url_name="address",
+        permission_classes=STAFF,
+    )
+    def remove_address(self, request, uuid=None, address_id=None):
+        """Staff: take an address back from the VM; it cools down before anyone else gets it."""
+        vm = self.get_object()
+        address = get_object_or_404(Address, pk=address_id, interface__vm=vm)
+        return accepted(actions.remove_address(vm, request.user, address))
+
+    @extend_schema(request=SetPTRInput, responses={200: AddressSerializer})
+    @action(
+        detail=True, methods=["put"], url_path=r"addresses/(?P<address_id>\d+)/ptr", url_name="address_ptr"
+    )
+    def set_ptr(self, request, uuid=None, address_id=None):
+        """Set the reverse DNS name (PTR) of one of the VM's addresses. The DNS server gets it within
+        seconds; while it is away the change waits (ptr_pending) and is sent again."""
+        vm = self.get_object()
+        address = get_object_or_404(Address, pk=address_id, interface__vm=vm)
+        serializer = SetPTRInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            actions.set_reverse_dns(vm, request.user, address, serializer.validated_data["ptr"])
+        except DjangoValidationError as error:
+            raise ValidationError({"ptr": error.messages}) from None
+        address.refresh_from_db()
+        return Response(AddressSerializer(address).data)
 
     @extend_schema(request=None, responses={200: ConsoleTokenSerializer})
     @action(detail=True, methods=["post"], url_path="console-token", url_name="console_token")

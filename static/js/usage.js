@@ -21,6 +21,11 @@
     disk: { lines: [["disk_read_bps", "Read", "#198754"], ["disk_write_bps", "Write", "#fd7e14"]], format: rate },
     network: { lines: [["net_rx_bps", "In", "#0aa2c0"], ["net_tx_bps", "Out", "#d63384"]], format: rate },
   };
+  const timeZone = root.dataset.timeZone || "UTC";
+  // Dates read as ISO 8601 in the panel's time zone, as everywhere else in the panel.
+  const isoFormat = new Intl.DateTimeFormat("sv-SE", {
+    timeZone, year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit",
+  });
   const plots = {};
   let range = "hour";
   let span = [0, 1]; // the whole range asked for, so one reading does not fill the width
@@ -33,15 +38,16 @@
       legend: { live: true },
       cursor: { drag: { x: false, y: false } },
       // From zero, with a little headroom over the highest point (or the capacity, where known).
+      tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), timeZone),
       scales: { x: { time: true, range: () => span }, y: { range: (_u, _min, max) => [0, Math.max(top || 0, 1.1 * (max || 0), chart.format === percent ? 1 : 1024)] } },
       // With no pointer over the chart, the legend shows the newest reading.
       hooks: { setCursor: [(u) => { if (u.cursor.idx == null) showNewest(u); }] },
       axes: [
-        { stroke: "#6c757d", grid: { stroke: "#e9ecef" } },
+        { stroke: "#6c757d", grid: { stroke: "#e9ecef" }, values: (_u, ticks) => ticks.map(tickLabel) },
         { stroke: "#6c757d", grid: { stroke: "#e9ecef" }, size: 72, values: (_u, ticks) => ticks.map(chart.format) },
       ],
       series: [
-        { value: (_u, t) => (t == null ? "–" : new Date(t * 1000).toLocaleString()) },
+        { value: (_u, t) => (t == null ? "–" : isoFormat.format(new Date(t * 1000))) },
         ...chart.lines.map(([, label, color]) => ({
           label, stroke: color, width: 1.5, fill: `${color}1f`, spanGaps: false,
           value: (_u, v) => (v == null ? "–" : chart.format(v)),
@@ -50,17 +56,42 @@
     };
   }
 
+  // The newest reading in the legend, while it is current: a stopped VM's old values are not shown as
+  // if they were now (the legend shows "–" until the pointer is over the chart).
+  let current = true;
+  // Time ticks as ISO too: hours and minutes within a day, the date (month-day) over a month.
+  function tickLabel(t) {
+    const text = isoFormat.format(new Date(t * 1000));
+    return range === "month" ? text.slice(5, 10) : text.slice(11, 16);
+  }
+
   function showNewest(plot) {
     const last = plot.data[0].length - 1;
-    if (last >= 0) plot.setLegend({ idx: last });
+    if (last >= 0) plot.setLegend({ idx: current ? last : null });
+  }
+
+  function showEmpty(data) {
+    const collecting = data.first_point_at != null && data.running !== false;
+    root.querySelector("[data-usage-empty]").hidden = collecting;
+    root.querySelector("[data-usage-collecting]").hidden = !collecting;
+    if (collecting) {
+      const minutes = Math.max(1, Math.ceil((data.first_point_at - Date.now() / 1000) / 60));
+      root.querySelector("[data-usage-minutes]").textContent = minutes === 1 ? "about a minute" : `${minutes} minutes`;
+    }
   }
 
   function draw(data) {
     span = [data.from, data.to];
-    const empty = data.series.t.length === 0;
-    root.querySelector("[data-usage-empty]").hidden = !empty;
+    const times = data.series.t;
+    const empty = times.length === 0;
+    current = data.running !== false && !empty && data.to - times[times.length - 1] <= 3 * data.step;
     root.querySelector("[data-usage-charts]").hidden = empty;
-    if (empty) return;
+    if (empty) {
+      showEmpty(data);
+      return;
+    }
+    root.querySelector("[data-usage-empty]").hidden = true;
+    root.querySelector("[data-usage-collecting]").hidden = true;
     for (const [name, chart] of Object.entries(CHARTS)) {
       const columns = [data.series.t, ...chart.lines.map(([key]) => data.series[key])];
       const box = root.querySelector(`[data-chart="${name}"]`);

@@ -3,7 +3,9 @@
 Everything made in libvirt is named test-… and removed at the end, also on failure.
 """
 
+import base64
 import contextlib
+import json
 import os
 import secrets
 import signal
@@ -18,10 +20,10 @@ import pytest
 import redis
 from django.conf import settings
 
-from vms import hypervisor
-from vms.hypervisor import xml
-from vms.models import Node
-from vms.nodes import bridge_name, register_node
+import hypervisor
+from hypervisor import xml
+from nodes.models import Node
+from nodes.registration import bridge_name, register_node
 
 from ..factories import make_image, make_plan, make_user, make_vm
 
@@ -30,6 +32,7 @@ OUTPUT = ROOT / "test-output"
 LOCAL_URI = "qemu:///system"
 GUEST_IMAGE = Path(os.environ.get("KVMPANEL_GUEST_IMAGE", "/var/cache/kvmpanel/images/debian-12-cloud.qcow2"))
 TEST_NODE = "test-node"
+SECOND_TEST_NODE = "test-node-2"  # a second node's queue, served by the same worker
 IMAGE_VOLUME = "test-image-debian-12.qcow2"
 
 
@@ -50,10 +53,10 @@ def libvirt_env():
             session.upload_volume(env["pool"], IMAGE_VOLUME, str(GUEST_IMAGE))
         yield env
     finally:
-        _remove_libvirt_env(env)
+        remove_libvirt_env(env)
 
 
-def _remove_libvirt_env(env):
+def remove_libvirt_env(env: dict) -> None:
     """Remove our domains (test-, panel-made, with disks in our pool), volumes, pool and network."""
     with hypervisor.connect(LOCAL_URI) as session:
         for name in session.domain_names():
@@ -61,7 +64,7 @@ def _remove_libvirt_env(env):
                 continue
             with contextlib.suppress(hypervisor.NotOurs, hypervisor.NotFound):
                 if any(pool == env["pool"] for pool, _ in xml.domain_volumes(session.domain_xml(name))):
-                    session.undefine(name)
+                    session.remove_domain(name)  # however it is: running, stopped, transient
         with contextlib.suppress(hypervisor.NotFound):
             for volume in session.volume_names(env["pool"]):
                 session.delete_volume(env["pool"], volume)
@@ -99,6 +102,7 @@ def process_env(django_db_setup, django_db_blocker):
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "kvmpanel.test_settings",
         "DATABASE_URL": database_url,
+        "KVMPANEL_FRESH_CONTENT_TYPES": "1",  # the tests' flushes renumber content types under them
         "KVMPANEL_CONSOLE_PORT": str(free_port()),
         # Shorter than the lifecycle test's boots: its Delete asks for the password again, as it
         # does for a user who signed in a while ago.
@@ -168,7 +172,7 @@ def celery_worker(process_env):
     command = [
         str(BIN / "celery"),
         "-A", "kvmpanel", "worker",
-        "-Q", f"default,node.{TEST_NODE}",
+        "-Q", f"default,node.{TEST_NODE},node.{SECOND_TEST_NODE}",
         "--concurrency", "2",
         "--loglevel", "INFO",
         "--hostname", f"test-worker-{os.getpid()}@%h",
@@ -190,6 +194,30 @@ def _wait_until(condition, timeout: float, what: str, interval: float = 0.25):
 @pytest.fixture
 def wait_until():
     return _wait_until
+
+
+def wait_for_js(page, expression: str, arg=None, timeout: int = 10_000, interval: float = 0.1):
+    """Wait until `expression` (a JavaScript expression or function, given `arg`) is true in the page.
+
+    Playwright's own wait_for_function evaluates its predicate with eval() inside the page, which the
+    panel's Content-Security-Policy refuses; page.evaluate() is not subject to it.
+    """
+    deadline = time.monotonic() + timeout / 1000
+    while not page.evaluate(expression, arg):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} ms waiting for {expression}")
+        time.sleep(interval)
+
+
+# The page's websocket is open and its catch-up refresh done (static/js/live.js): safe to click. A click
+# right after a page load or a live swap waits for this, so no refresh replaces what is being clicked.
+SETTLED = (
+    "document.documentElement.dataset.live === 'connected' && !document.documentElement.dataset.refreshing"
+)
+
+
+def settled(page, timeout: int = 10_000):
+    wait_for_js(page, SETTLED, timeout=timeout)
 
 
 @pytest.fixture
@@ -219,9 +247,31 @@ def customer(transactional_db):
     return make_user("carol")
 
 
-def virsh(*args: str) -> subprocess.CompletedProcess:
+def virsh(*args: str, uri: str = LOCAL_URI) -> subprocess.CompletedProcess:
     """An independent witness: what libvirt itself says, through its own command-line client."""
-    return subprocess.run(["virsh", "-c", LOCAL_URI, *args], capture_output=True, text=True, timeout=30)
+    return subprocess.run(["virsh", "-c", uri, *args], capture_output=True, text=True, timeout=30)
+
+
+def agent(vm, command: str, arguments: dict | None = None, timeout: int = 30, uri: str = LOCAL_URI):
+    """One guest agent command through virsh (an independent witness); None while it does not answer."""
+    request = {"execute": command, **({"arguments": arguments} if arguments else {})}
+    result = virsh(
+        "qemu-agent-command", vm.domain_name, json.dumps(request), "--timeout", str(timeout), uri=uri
+    )
+    return json.loads(result.stdout)["return"] if result.returncode == 0 and result.stdout.strip() else None
+
+
+def in_guest(vm, script: str, uri: str = LOCAL_URI) -> str:
+    """Run a shell line in the guest (guest-exec) and return what it printed."""
+    command = {"path": "/bin/sh", "arg": ["-c", script], "capture-output": True}
+    started = agent(vm, "guest-exec", command, uri=uri)
+    assert started, "the guest agent did not run the command"
+    for _ in range(100):
+        status = agent(vm, "guest-exec-status", {"pid": started["pid"]}, uri=uri)
+        if status and status.get("exited"):
+            return base64.b64decode(status.get("out-data", "")).decode()
+        time.sleep(0.2)
+    raise AssertionError(f"{script!r} did not finish in the guest")
 
 
 def domain_state(name: str) -> str:
@@ -268,33 +318,40 @@ def no_link_local_addresses_on_new_devices():
 
 
 @pytest.fixture(scope="session")
-def chromium(tmp_path_factory):
-    """Debian's Chromium driven by Playwright (never a downloaded browser)."""
+def playwright_session():
+    """Playwright, started once for every browser of the session (Debian's Chromium, never a download)."""
     from playwright.sync_api import sync_playwright
 
     # Playwright's sync API keeps an event loop in this thread; the ORM calls
     # tests make in between are still plain synchronous calls.
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     OUTPUT.mkdir(exist_ok=True)
-    # The net log and the kernel's address events are kept, so that a request the
-    # browser dropped can be matched with what changed on the host (see below).
-    net_log = f"--log-net-log={OUTPUT / 'chromium-netlog.json'}"
+    # The kernel's address events are kept, so that a request the browser dropped can be matched
+    # with what changed on the host (see below).
     with (
         no_link_local_addresses_on_new_devices(),
         open(OUTPUT / "ip-monitor.log", "w") as ip_log,
         subprocess.Popen(["ip", "-ts", "monitor", "address", "link"], stdout=ip_log) as ip_monitor,
         sync_playwright() as playwright,
     ):
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")),
-            executable_path="/usr/bin/chromium",
-            headless=True,
-            args=[*CHROMIUM_ARGS, net_log],
-            viewport={"width": 1280, "height": 900},
-        )
-        yield context
-        context.close()
+        yield playwright
         ip_monitor.terminate()
+
+
+@pytest.fixture(scope="session")
+def chromium(playwright_session, tmp_path_factory):
+    """Debian's Chromium driven by Playwright, for the panel served by daphne on 127.0.0.1."""
+    # The net log is kept, so that a request the browser dropped can be explained.
+    net_log = f"--log-net-log={OUTPUT / 'chromium-netlog.json'}"
+    context = playwright_session.chromium.launch_persistent_context(
+        str(tmp_path_factory.mktemp("chromium-profile")),
+        executable_path="/usr/bin/chromium",
+        headless=True,
+        args=[*CHROMIUM_ARGS, net_log],
+        viewport={"width": 1280, "height": 900},
+    )
+    yield context
+    context.close()
 
 
 def pytest_collection_modifyitems(config, items):
@@ -337,6 +394,32 @@ def sign_in(panel_server):
     return sign_in
 
 
+def fill_create_form(page, plan, image, hostname: str, password: str, key=None, user_data: str = ""):
+    """On the portal (signed in): Create VM, the form filled, Create pressed."""
+    page.get_by_role("link", name="Create VM").first.click()
+    page.select_option("#id_plan", label=str(plan))
+    page.select_option("#id_image", label=image.name)
+    page.fill("#id_hostname", hostname)
+    page.fill("#id_password", password)
+    if key is not None:
+        page.check(f"input[name=ssh_keys][value='{key.pk}']")
+    if user_data:
+        page.fill("#id_user_data", user_data)
+    page.get_by_role("button", name="Create").click()
+
+
+def sign_in_as_staff(page, panel_server: str, username: str, path: str):
+    """A new superuser signs in through the panel's sign-in (the backoffice has none) and lands on `path`."""
+    operator = make_user(username, is_staff=True, is_superuser=True)
+    page.context.clear_cookies()
+    page.goto(f"{panel_server}/accounts/login/?next={path}")
+    page.fill("#id_username", operator.username)
+    page.fill("#id_password", f"{username}-pass-123")
+    page.click("main button[type=submit]")
+    page.wait_for_url(f"**{path}")
+    return operator
+
+
 @pytest.fixture
 def stopped_vm(node, customer, demo_image, nano_plan):
     """A customer's VM with its disk, seed and domain made directly, stopped; removed afterwards."""
@@ -360,3 +443,27 @@ def finished(operation, wait_until, timeout=120):
     operation.refresh_from_db()
     assert operation.status == "succeeded", operation.error
     return operation
+
+
+@pytest.fixture(scope="module")
+def guarded():
+    """The network tests' unreachable routes for the test prefixes (tests/netbed.py), for one module."""
+    from .. import netbed
+
+    with netbed.guarded():
+        yield
+
+
+@pytest.fixture
+def ssh_key(tmp_path, customer):
+    """A key pair of the customer's: the public half in their account, the private one for ssh."""
+    from accounts.models import SSHKey
+    from accounts.sshkeys import parse_public_key
+
+    path = tmp_path / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+    parsed = parse_public_key(path.with_suffix(".pub").read_text().strip())
+    key = SSHKey.objects.create(
+        user=customer, name="laptop", public_key=parsed.public_key, fingerprint=parsed.fingerprint
+    )
+    return key, path

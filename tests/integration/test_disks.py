@@ -5,7 +5,8 @@ import subprocess
 
 import pytest
 
-from vms import hypervisor, provisioning
+import hypervisor
+from vms import provisioning
 
 from ..factories import make_plan, make_vm
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from vms.models import Image
+from images.models import Image
 
 from ..factories import make_user
 from .conftest import OUTPUT, RUNNING, virsh
@@ -45,11 +45,11 @@ def big_disk(tmp_path) -> tuple[Path, str]:
 @pytest.fixture
 def operator_page(page, panel_server, transactional_db):
     operator = make_user("upload-operator", is_staff=True, is_superuser=True)
-    page.goto(f"{panel_server}/accounts/login/?next=/backoffice/vms/image/add/")  # the panel's sign-in
+    page.goto(f"{panel_server}/accounts/login/?next=/backoffice/images/image/add/")  # the panel's sign-in
     page.fill("#id_username", operator.username)
     page.fill("#id_password", "upload-operator-pass-123")
     page.click("main button[type=submit]")
-    page.wait_for_url("**/backoffice/vms/image/add/")
+    page.wait_for_url("**/backoffice/images/image/add/")
     return page
 
 
@@ -68,7 +68,7 @@ def test_an_operator_uploads_a_200_mib_image_through_daphne(
 
     started = time.monotonic()
     page.click("input[name=_save]")
-    page.wait_for_url("**/backoffice/vms/image/", timeout=300_000)
+    page.wait_for_url("**/backoffice/images/image/", timeout=300_000)
     took = time.monotonic() - started
 
     image = Image.objects.get(name="Uploaded 200 MiB disk")

@@ -8,9 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from vms import hypervisor, monitor, provisioning
-from vms.choices import NodeStatus, VMState
-from vms.models import Node, NodeUsage, VMUsage
+import hypervisor
+from nodes.choices import NodeStatus
+from nodes.models import Node, NodeUsage
+from vms import monitor, provisioning
+from vms.choices import VMState
+from vms.models import VMUsage
 from vms.tasks import domain_spec, reconcile_nodes
 
 from ..factories import make_vm

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from vms import actions, hypervisor
+import hypervisor
+from images.models import Image
+from vms import actions
 from vms.choices import OperationKind
-from vms.models import Image
 
-from .conftest import finished, serial_text, virsh
+from .conftest import finished, virsh
 
 pytestmark = pytest.mark.integration
 
@@ -85,11 +86,13 @@ def test_a_rescue_system_boots_with_the_vms_disk_second_and_leaves_it_alone(
     disks = virsh("domblklist", vm.domain_name).stdout
     assert vm.rescue_volume in disks and vm.disk_volume in disks
 
-    # Once cloud-init has finished, the console is quiet and the password set.
-    first_boot_done = "Cloud-init v. 22.4.2 finished at"
-    wait_until(
-        lambda: first_boot_done in serial_text(vm.domain_name), BOOT_TIMEOUT, "the rescue system's boot"
-    )
+    # Once cloud-init has finished (asked through the guest agent: it no longer prints on the serial
+    # console, where it cut into the login prompt), the password is set.
+    def first_boot_done() -> bool:
+        with hypervisor.connect(node.uri) as session:
+            return session.first_boot_finished(vm.domain_name)
+
+    wait_until(first_boot_done, BOOT_TIMEOUT, "the rescue system's boot")
     console = SerialSession(node.uri, vm.domain_name)
     try:
         console.type("")

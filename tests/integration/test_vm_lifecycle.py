@@ -18,7 +18,7 @@ from vms.choices import OperationStatus, VMState
 from vms.models import Operation, VirtualMachine, VMUsage
 
 from ..factories import make_user
-from .conftest import OUTPUT, domain_state, serial_text, virsh
+from .conftest import OUTPUT, domain_state, fill_create_form, serial_text, settled, virsh, wait_for_js
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -26,13 +26,29 @@ BOOT_TIMEOUT = 300  # under emulation a guest needs about a minute to its login 
 
 
 def wait_for_settled_state(page, state: str, timeout_s: float):
-    """The state badge shows `state` and no operation is running."""
+    """The state badge shows `state`, no operation is running, and the page has settled (its live
+    socket open, no refresh under way): what a click needs, so no swap takes the button from under it."""
     page.wait_for_selector(f"#vm-state[data-state='{state}']:not([data-busy])", timeout=timeout_s * 1000)
+    settled(page)
+
+
+# Actions that ask first (static/js/confirm.js): the dialog's button of the same name confirms.
+CONFIRMED = {"Force off", "Reboot"}
 
 
 def click_and_wait_for_state(page, button: str, state: str, timeout_s: float):
+    settled(page)
     page.get_by_role("button", name=button).click()
+    if button in CONFIRMED:
+        page.locator("#confirm-modal.show").get_by_role("button", name=button).click()
     wait_for_settled_state(page, state, timeout_s)
+
+
+def back_to_the_vm_page(page):
+    """Browser back to the VM page, then wait for it to settle before anything is clicked there."""
+    page.go_back()
+    page.wait_for_selector("#vm-state")
+    settled(page)
 
 
 def last_operation(vm) -> Operation:
@@ -94,6 +110,7 @@ def session_cookie(page) -> str:
 
 
 def check_graphical_console(page, panel_server, vm):
+    settled(page)
     started = time.monotonic()
     page.get_by_role("link", name="Console").click()
     open_console_page(page)
@@ -145,7 +162,7 @@ def check_console_tickets(page, panel_server, console_bridge, vm):
 
 
 def check_serial_console(page, vm, password: str, key_data: str):
-    page.go_back()
+    back_to_the_vm_page(page)
     page.get_by_role("link", name="Serial").click()
     page.wait_for_selector("#console-status[data-status='connected']", timeout=20_000)
     page.locator("#terminal").click()
@@ -153,13 +170,25 @@ def check_serial_console(page, vm, password: str, key_data: str):
     # What cloud-init made of the seed, read inside the guest: its hostname and the chosen key.
     output = serial_command(page, "hostname; cat ~/.ssh/authorized_keys", key_data)
     assert vm.hostname in output and key_data in output
+    assert_clean_console(output, vm.image.default_user, vm.hostname)
     page.screenshot(path=str(OUTPUT / "console-serial.png"))
     log_out_on_serial(page)
     check_second_serial_viewer(page)
-    page.go_back()
+    back_to_the_vm_page(page)
 
 
 TERMINAL_TEXT = "document.querySelector('#terminal .xterm-rows').innerText"
+
+
+def assert_clean_console(screen: str, user: str, hostname: str) -> None:
+    """Nothing the guest prints at boot cuts into the login: every prompt line starts as it should
+    (once, cloud-init's banners gave "GPassword:" and "tusian@…")."""
+    lines = [line.strip() for line in screen.splitlines()]
+    logins = [line for line in lines if f"{hostname} login:" in line]
+    assert all(line.startswith(f"{hostname} login:") for line in logins), screen
+    assert all(line.startswith("Password:") for line in lines if "Password:" in line), screen
+    prompts = [line for line in lines if f"@{hostname}" in line]
+    assert prompts and all(line.startswith(f"{user}@{hostname}:") for line in prompts), screen
 
 
 def serial_command(page, command: str, expect: str, timeout_ms: int = 60_000) -> str:
@@ -167,9 +196,7 @@ def serial_command(page, command: str, expect: str, timeout_ms: int = 60_000) ->
     seen = page.evaluate(TERMINAL_TEXT).count(expect)
     page.keyboard.type(command)
     page.keyboard.press("Enter")
-    page.wait_for_function(
-        f"([e, n]) => {TERMINAL_TEXT}.split(e).length - 1 > n", arg=[expect, seen], timeout=timeout_ms
-    )
+    wait_for_js(page, f"([e, n]) => {TERMINAL_TEXT}.split(e).length - 1 > n", [expect, seen], timeout_ms)
     return page.evaluate(TERMINAL_TEXT)
 
 
@@ -177,7 +204,7 @@ def log_out_on_serial(page):
     """Leave the shell; getty clears the screen and asks for a login again."""
     page.keyboard.type("exit")
     page.keyboard.press("Enter")
-    page.wait_for_function(f"() => {TERMINAL_TEXT}.trimEnd().endsWith('login:')", timeout=30_000)
+    wait_for_js(page, f"() => {TERMINAL_TEXT}.trimEnd().endsWith('login:')", timeout=30_000)
 
 
 def log_in_on_serial(page, user: str, password: str, attempts: int = 6):
@@ -187,7 +214,7 @@ def log_in_on_serial(page, user: str, password: str, attempts: int = 6):
     the first login prompt: an early attempt can fail, so a few are allowed.
     """
     page.keyboard.press("Enter")
-    page.wait_for_function(f"() => {TERMINAL_TEXT}.includes('login:')", timeout=30_000)
+    wait_for_js(page, f"() => {TERMINAL_TEXT}.includes('login:')", timeout=30_000)
     answered = (
         f"() => {{ const t = {TERMINAL_TEXT}; const after = t.slice(t.lastIndexOf('Password:'));"
         " return after.includes('Login incorrect') || after.trimEnd().endsWith('$'); }"
@@ -196,7 +223,7 @@ def log_in_on_serial(page, user: str, password: str, attempts: int = 6):
         serial_command(page, user, "Password:")
         page.keyboard.type(password)
         page.keyboard.press("Enter")
-        page.wait_for_function(answered, timeout=60_000)
+        wait_for_js(page, answered, timeout=60_000)
         if "Login incorrect" not in page.evaluate(TERMINAL_TEXT).rsplit("Password:", 1)[-1]:
             return
         page.wait_for_timeout(5_000)
@@ -240,7 +267,7 @@ def check_usage_graphs(page, vm, wait_until):
     seen, stored = page.evaluate(fetches), VMUsage.objects.filter(vm=vm).count()
     # The next reading (every 2 s in tests) is pushed, and the page fetches the graph data again.
     wait_until(lambda: VMUsage.objects.filter(vm=vm).count() > stored, 10, "the next usage reading")
-    page.wait_for_function(f"{fetches} > {seen}", timeout=10_000)
+    wait_for_js(page, f"{fetches} > {seen}", timeout=10_000)
     for name in ("cpu", "memory", "disk", "network"):
         assert page.locator(f"[data-chart='{name}'] canvas").count() == 1
     page.locator("#usage").screenshot(path=str(OUTPUT / "vm-usage.png"))
@@ -250,8 +277,8 @@ def check_changes_made_outside_the_panel_show_live(page, panel_server, vm):
     """virsh destroy / start behind the panel's back: open pages follow within about a second."""
     listing = page.context.new_page()
     listing.goto(f"{panel_server}/vms/")
-    listing.wait_for_function("document.documentElement.dataset.live === 'connected'", timeout=10_000)
-    page.wait_for_function("document.documentElement.dataset.live === 'connected'", timeout=10_000)
+    settled(listing)
+    settled(page)
     assert virsh("destroy", vm.domain_name).returncode == 0
     started = time.monotonic()  # virsh returns when the domain is off; the event follows
     wait_for_settled_state(page, "stopped", 2)
@@ -291,8 +318,8 @@ def library_iso(node):
 
     import pycdlib
 
-    from vms import hypervisor
-    from vms.models import Image
+    import hypervisor
+    from images.models import Image
 
     iso = pycdlib.PyCdlib()
     iso.new(interchange_level=3, rock_ridge="1.09", vol_ident="KVMPANELTEST")
@@ -330,7 +357,7 @@ def check_password_reset_and_iso(page, vm, iso):
     command = "sudo mount -o ro /dev/sr1 /mnt && cat /mnt/hello.txt; sudo umount /mnt; echo done-$((6*7))"
     assert ISO_TEXT in serial_command(page, command, "done-42")
     log_out_on_serial(page)
-    page.go_back()
+    back_to_the_vm_page(page)
 
     page.get_by_role("button", name="Eject").click()
     wait_for_settled_state(page, "running", 60)
@@ -353,7 +380,7 @@ def check_reinstall(page, vm, wait_until):
     log_in_on_serial(page, vm.image.default_user, SECOND_PASSWORD)
     assert vm.hostname in serial_command(page, "hostname", vm.hostname)
     log_out_on_serial(page)
-    page.go_back()
+    back_to_the_vm_page(page)
 
 
 def test_a_customer_runs_a_vm_through_its_life_in_the_browser(
@@ -372,13 +399,7 @@ def test_a_customer_runs_a_vm_through_its_life_in_the_browser(
 ):
     key = add_ssh_key(customer)
     sign_in(page, customer)
-    page.get_by_role("link", name="Create VM").first.click()
-    page.select_option("#id_plan", label=str(nano_plan))
-    page.select_option("#id_image", label=demo_image.name)
-    page.fill("#id_hostname", "life-1")
-    page.fill("#id_password", FIRST_PASSWORD)
-    page.check(f"input[name=ssh_keys][value='{key.pk}']")
-    page.get_by_role("button", name="Create").click()
+    fill_create_form(page, nano_plan, demo_image, "life-1", FIRST_PASSWORD, key=key)
 
     wait_for_settled_state(page, "running", 120)
     vm = VirtualMachine.objects.get(hostname="life-1")

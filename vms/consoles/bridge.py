@@ -4,10 +4,13 @@ Browser ──WebSocket(token)──► bridge ──TCP──► QEMU VNC on th
 
 For every connection the bridge: checks the Origin against ALLOWED_HOSTS;
 redeems the one-time token (a replay, an expired or unknown token is refused);
-checks that the session cookie belongs to the token's user and that this user
-may still open this VM; looks the VNC port up through libvirt; authenticates
-to QEMU with the VM's password; and offers the browser an unauthenticated RFB
-session on this one connection.
+checks that the session cookie is a session that may act now (accounts.sessions:
+the rules pages follow, two-factor included) and belongs to the token's user,
+and that this user may still open this VM; looks the VNC port up through
+libvirt; authenticates to QEMU with the VM's password; and offers the browser
+an unauthenticated RFB session on this one connection. While the connection
+is open, the session is checked again at every heartbeat: a session that
+ended (signed out, password or two-factor changed, suspended) ends it.
 """
 
 import logging
@@ -17,13 +20,12 @@ from http.cookies import SimpleCookie
 from urllib.parse import parse_qs, urlparse
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
-from django.contrib.sessions.backends.base import SessionBase
 from django.db import close_old_connections, connections
 from django.http.request import split_domain_port, validate_host
 from websockify.websocketproxy import ProxyRequestHandler, WebSocketProxy
 
-from vms import hypervisor
+import hypervisor
+from accounts import sessions
 from vms.models import VirtualMachine
 
 from . import rfb, tokens
@@ -52,19 +54,14 @@ def origin_allowed(origin: str | None) -> bool:
     return validate_host(host, settings.ALLOWED_HOSTS)
 
 
-def session_user_id(cookie_header: str | None) -> str | None:
-    """The user id of the Django session in the Cookie header, if any."""
+def session_key(cookie_header: str | None) -> str | None:
+    """The Django session key in the Cookie header, if any."""
     if not cookie_header:
         return None
     cookie = SimpleCookie()
     cookie.load(cookie_header)
     morsel = cookie.get(settings.SESSION_COOKIE_NAME)
-    if morsel is None:
-        return None
-    from importlib import import_module
-
-    store: SessionBase = import_module(settings.SESSION_ENGINE).SessionStore(morsel.value)
-    return store.get("_auth_user_id")
+    return morsel.value if morsel is not None else None
 
 
 def resolve(token: str, origin: str | None, cookie_header: str | None) -> tuple[str, int, str]:
@@ -74,12 +71,12 @@ def resolve(token: str, origin: str | None, cookie_header: str | None) -> tuple[
     grant = tokens.redeem(token)
     if grant is None:
         raise Refused(403, "invalid or expired console token")
-    if session_user_id(cookie_header) != str(grant.user_id):
+    user = sessions.user_of_session(session_key(cookie_header))
+    if user is None:
+        raise Refused(403, "the session is signed out, suspended or owes its second factor")
+    if user.pk != grant.user_id:
         raise Refused(403, "console token does not belong to this session")
-    user = get_user_model().objects.filter(pk=grant.user_id, is_active=True).first()
-    vm = (
-        user and VirtualMachine.objects.visible_to(user).select_related("node").filter(pk=grant.vm_id).first()
-    )
+    vm = VirtualMachine.objects.visible_to(user).select_related("node").filter(pk=grant.vm_id).first()
     if vm is None:
         raise Refused(403, "no access to this VM")
     try:
@@ -98,6 +95,7 @@ class ConsoleProxyHandler(ProxyRequestHandler):
     def validate_connection(self):
         close_old_connections()
         token = (parse_qs(urlparse(self.path).query).get("token") or [""])[0]
+        self.session_key = session_key(self.headers.get("Cookie"))
         try:
             self.target = resolve(token, self.headers.get("Origin"), self.headers.get("Cookie"))
         except Refused as refusal:
@@ -106,6 +104,17 @@ class ConsoleProxyHandler(ProxyRequestHandler):
             raise self.server.EClose(str(refusal)) from None
         finally:
             connections.close_all()
+
+    def send_ping(self, data=b""):
+        # Every heartbeat while the console is open: does its session still hold?
+        close_old_connections()
+        try:
+            user = sessions.user_of_session(self.session_key)
+        finally:
+            connections.close_all()
+        if user is None:
+            raise self.CClose(4401, "the session has ended")
+        super().send_ping(data)
 
     def new_websocket_client(self):
         host, port, password = self.target
@@ -169,7 +178,7 @@ def serve(host: str, port: int) -> None:
         RequestHandlerClass=ConsoleProxyHandler,
         listen_host=host,
         listen_port=port,
-        heartbeat=30,
+        heartbeat=settings.KVMPANEL_SOCKET_RECHECK_SECONDS,  # and the session is checked again each time
         # The handler finds each connection's target itself.
         target_host="unused",
         target_port=0,

@@ -15,6 +15,8 @@ import redis
 from django.conf import settings
 from django.http.request import split_domain_port
 
+from kvmpanel.redis_options import redis_reconnects
+
 KEY_PREFIX = "kvmpanel:console-token:"
 
 
@@ -25,7 +27,7 @@ class Grant:
 
 
 def _redis() -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL)
+    return redis.Redis.from_url(settings.REDIS_URL, **redis_reconnects(asynchronous=False))
 
 
 def _key(token: str) -> str:
@@ -51,12 +53,16 @@ def redeem(token: str) -> Grant | None:
     return Grant(user_id=int(data["user"]), vm_id=int(data["vm"]))
 
 
+def bridge_base(request) -> str:
+    """Where the browser reaches the bridge: KVMPANEL_CONSOLE_URL, or the bridge's port on the host the
+    page came from."""
+    if settings.KVMPANEL_CONSOLE_URL:
+        return settings.KVMPANEL_CONSOLE_URL
+    scheme = "wss" if request.is_secure() else "ws"
+    host, _port = split_domain_port(request.get_host())
+    return f"{scheme}://{host}:{settings.KVMPANEL_CONSOLE_PORT}/"
+
+
 def bridge_url(request, token: str) -> str:
-    """Where the browser opens the console with `token`: KVMPANEL_CONSOLE_URL, or the bridge's port on
-    the host the page came from."""
-    base = settings.KVMPANEL_CONSOLE_URL
-    if not base:
-        scheme = "wss" if request.is_secure() else "ws"
-        host, _port = split_domain_port(request.get_host())
-        base = f"{scheme}://{host}:{settings.KVMPANEL_CONSOLE_PORT}/"
-    return f"{base}?{urlencode({'token': token})}"
+    """Where the browser opens the console with `token`."""
+    return f"{bridge_base(request)}?{urlencode({'token': token})}"

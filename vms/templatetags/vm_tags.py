@@ -1,5 +1,7 @@
 from django import template
 
+from kvmpanel.units import gib, traffic
+
 register = template.Library()
 
 _STATE_CLASSES = {
@@ -18,6 +20,7 @@ _OPERATION_CLASSES = {
     "running": "text-bg-info",
     "succeeded": "text-bg-success",
     "failed": "text-bg-danger",
+    "cancelled": "text-bg-warning",
 }
 
 
@@ -42,6 +45,12 @@ _PROGRESS = {
     "change_iso": "Changing the ISO…",
     "rescue": "Starting rescue…",
     "leave_rescue": "Leaving rescue…",
+    "snapshot": "Taking a snapshot…",
+    "revert_snapshot": "Reverting…",
+    "delete_snapshot": "Deleting a snapshot…",
+    "restore": "Restoring…",
+    "change_addresses": "Changing addresses…",
+    "firewall": "Applying the firewall…",
     "delete": "Deleting…",
 }
 
@@ -52,6 +61,5 @@ def progress_label(kind: str) -> str:
     return _PROGRESS.get(kind, "Working…")
 
 
-@register.filter
-def gib(num_bytes: int) -> str:
-    return f"{num_bytes / 1024**3:.1f} GiB"
+register.filter("gib", gib)
+register.filter("bytes", traffic)
