@@ -9,6 +9,9 @@ node 1; a drain of node 1 moves all three live to node 2 and the counter carries
 moves back by a copy of its disk and starts there; staff move the customer's VM back live from its
 backoffice page, the counter carries on again and the page shows the downtime. Staff drain and move
 from the backoffice pages in Chromium.
+
+Running VMs move while they run: their disks are copied live; here, under emulation, their memory is
+copied with the guest paused (hypervisor/migration.py says why), so the downtime is that copy.
 """
 
 import re
