@@ -7,6 +7,7 @@ import base64
 import contextlib
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -272,6 +273,55 @@ def in_guest(vm, script: str, uri: str = LOCAL_URI) -> str:
             return base64.b64decode(status.get("out-data", "")).decode()
         time.sleep(0.2)
     raise AssertionError(f"{script!r} did not finish in the guest")
+
+
+def guest_view(vm, uri: str = LOCAL_URI) -> str:
+    """What a guest that stopped answering is doing, for a failure's message: what it says through its
+    agent (a counter's last tick, uptime, where a tick loop waits) and what its node says. A slow guest
+    and a wedged one look alike from outside: the vCPU's busy time over 5 s, RIP/RFL sampled (the same
+    two addresses with RFL's interrupt flag off is a spin) and the interrupt controllers tell them apart."""
+    try:
+        said = in_guest(
+            vm, "cat /run/tick /proc/uptime; ps -eo pid,stat,wchan:24,args | grep [t]ick", uri=uri
+        )
+    except (AssertionError, subprocess.TimeoutExpired) as no_answer:
+        said = str(no_answer)
+
+    def virsh_says(*args: str) -> str:
+        answer = virsh(*args, uri=uri)
+        return (answer.stdout + answer.stderr).strip()
+
+    def monitor(command: str) -> str:
+        return virsh_says("qemu-monitor-command", "--hmp", vm.domain_name, command)
+
+    def vcpu_seconds() -> float:
+        found = re.search(r"vcpu\.0\.time=(\d+)", virsh_says("domstats", "--vcpu", vm.domain_name))
+        return int(found.group(1)) / 1e9 if found else float("nan")
+
+    def where() -> str:
+        return " ".join(w for w in monitor("info registers").split() if w.startswith(("RIP=", "RFL=")))
+
+    state = virsh_says("domstate", "--reason", vm.domain_name)
+    before, samples = vcpu_seconds(), []
+    for _ in range(5):
+        samples.append(where())
+        time.sleep(1)
+    busy = vcpu_seconds() - before
+    controllers = "; ".join(monitor(command) for command in ("info cpus", "info lapic", "info pic"))
+    load = Path("/proc/loadavg").read_text().strip()
+    return (
+        f"on {uri}: domain {state}, QEMU: {monitor('info status')}; vCPU busy {busy:.2f} s of about 5 s "
+        f"(host load {load}); {' | '.join(samples)}; {controllers}; in the guest: {said}"
+    )
+
+
+def nudge_serial_port(vm, uri: str = LOCAL_URI) -> str:
+    """Write one NUL (shown as nothing) to the guest's ttyS0 from inside, through the agent; returns the
+    port's counters. Seen here under emulation: an idle guest whose serial port had lost an interrupt,
+    typed characters waiting in the UART and never read (its `rx` count still), until the guest wrote
+    to the port: the driver's write sets the UART's interrupt enable register, QEMU raises the
+    interrupt again, and the guest reads what waited. Nothing outside the guest can do that."""
+    return in_guest(vm, "printf '\\0' > /dev/ttyS0; grep '^0:' /proc/tty/driver/serial", uri=uri).strip()
 
 
 def domain_state(name: str) -> str:
