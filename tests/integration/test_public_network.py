@@ -175,10 +175,13 @@ def serial_shell(page, panel_server, vm):
         except AssertionError:
             return False
 
-    def guest(command: str, again: bool = True):
+    def guest(command: str, again: bool = True) -> bool:
+        """Run `command`; True if it answered at once, False if it did only after a nudge or a retry
+        (then whatever it sent went out late)."""
         seen = page.evaluate(TERMINAL_TEXT).count(ANSWER)
         try:
-            serial_command(page, f"{command}; echo done-$((6*7))", ANSWER)
+            serial_command(page, f"{command}; echo done-$((6*7))", ANSWER, timeout_ms=30_000)
+            return True
         except AssertionError:
             if not again:
                 raise
@@ -191,7 +194,7 @@ def serial_shell(page, panel_server, vm):
             if status == "connected":
                 print(f"nudged the guest's serial port: {nudge_serial_port(vm)}")
                 if answered_since(seen):
-                    return
+                    return False
             # Or the stream ended while the guest ran (seen once): reconnect as a user would, interrupt
             # what runs, and type the line again, once.
             if page.get_attribute("#console-status", "data-status") != "connected":
@@ -199,6 +202,7 @@ def serial_shell(page, panel_server, vm):
             page.keyboard.press("Control+C")
             guest(SENDER, again=False)
             guest(command, again=False)
+            return False
 
     guest(SENDER)
     return guest
@@ -208,21 +212,32 @@ def check_spoofing_reaches_nobody(page, panel_server, vm, bed: netbed.Peer, case
     """Inside the guest, over its serial console: foreign addresses (and on a shared link a foreign MAC);
     nothing they send reaches the peer, and the peer never learns a neighbour for them."""
     guest = serial_shell(page, panel_server, vm)
+
+    def reaches_the_peer(expression: str, command: str) -> bool:
+        """Whether a packet matching `expression` reaches the peer while the guest runs `command`. The
+        capture lasts 12 s: if the guest answered late (a nudged serial port), it is all done again."""
+        for _ in range(2):
+            watch = capture(bed, expression)
+            time.sleep(1)
+            if guest(command):
+                return arrived(watch)
+            watch.kill()
+            watch.wait()
+        raise AssertionError(f"the guest answered {command!r} late twice")
+
     # The control: from its own addresses the guest reaches the peer (so the capture would see it).
     for own, peer_address in zip(case.own, case.peer, strict=True):
-        watch = capture(bed, f"udp and src host {own}")
-        time.sleep(1)
-        guest(f"send {own} {peer_address}")
-        assert arrived(watch), f"the guest's own {own} did not reach the peer: the capture cannot be trusted"
+        assert reaches_the_peer(f"udp and src host {own}", f"send {own} {peer_address}"), (
+            f"the guest's own {own} did not reach the peer: the capture cannot be trusted"
+        )
 
     v4, v6 = case.foreign
     guest(f"sudo ip addr add {v4} dev eth0; sudo ip -6 addr add {v6} dev eth0 nodad")
     for family, foreign, peer_address in zip(("-4", "-6"), case.foreign, case.peer, strict=True):
         foreign = foreign.split("/")[0]
-        watch = capture(bed, f"src host {foreign}")
-        time.sleep(1)
-        guest(f"send {foreign} {peer_address}")
-        assert not arrived(watch), f"a packet from the foreign {foreign} reached the peer"
+        assert not reaches_the_peer(f"src host {foreign}", f"send {foreign} {peer_address}"), (
+            f"a packet from the foreign {foreign} reached the peer"
+        )
         if case.same_link:
             # The peer asks for the foreign address: the guest's answer (ARP, neighbour advertisement)
             # is dropped, so the peer never learns it.
@@ -232,10 +247,10 @@ def check_spoofing_reaches_nobody(page, panel_server, vm, bed: netbed.Peer, case
 
     if case.same_link:  # its own address, but another MAC: dropped too
         own = case.own[0]
-        watch = capture(bed, f"udp and src host {own}")
-        time.sleep(1)
-        guest(f"sudo ip link set eth0 address 02:15:15:15:15:15; send {own} {case.peer[0]}")
-        assert not arrived(watch), "a frame from a foreign MAC reached the peer"
+        assert not reaches_the_peer(
+            f"udp and src host {own}",
+            f"sudo ip link set eth0 address 02:15:15:15:15:15; send {own} {case.peer[0]}",
+        ), "a frame from a foreign MAC reached the peer"
     # Left as it is: the guest's next start (or its deletion) puts everything back.
     page.screenshot(path=str(OUTPUT / f"{shot}-spoofing-serial.png"))
 
