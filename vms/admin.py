@@ -1,6 +1,7 @@
 """The staff backoffice for plans, VMs and operations (nodes and images have their own apps)."""
 
 import datetime as dt
+from functools import cached_property
 
 from django import forms
 from django.conf import settings
@@ -57,22 +58,27 @@ class OperationInline(admin.TabularInline):
 
     @admin.display(description="progress / outcome")
     def detail(self, operation):
-        return operation_detail(operation)
+        return operation_detail(operation, self._node_names)
+
+    @cached_property
+    def _node_names(self) -> dict[int, str]:
+        # Inlines are made anew for each request: one query for the page's moves, not one per row.
+        return dict(Node.objects.values_list("pk", "name"))
 
     def has_add_permission(self, request, obj=None):
         return False
 
 
-def operation_detail(operation: Operation) -> str:
-    """A move's progress while it runs, its downtime once done (the customer's only notice of it)."""
+def operation_detail(operation: Operation, node_names: dict[int, str] | None = None) -> str:
+    """A move's progress while it runs, its downtime once done (the customer's only notice of it).
+    `node_names` (pk → name) lets a page of moves read the names once."""
     params = operation.params or {}
     if operation.kind != OperationKind.MIGRATE:
         return f"{params['progress']:.0%}" if operation.is_active and params.get("progress") else ""
-    nodes = {
-        n.pk: n.name
-        for n in Node.objects.filter(pk__in=[params.get("from_node_id"), params.get("target_node_id")])
-    }
-    route = f"{nodes.get(params.get('from_node_id'), '?')} → {nodes.get(params.get('target_node_id'), '?')}"
+    ends = [params.get("from_node_id"), params.get("target_node_id")]
+    if node_names is None:
+        node_names = dict(Node.objects.filter(pk__in=ends).values_list("pk", "name"))
+    route = " → ".join(node_names.get(end, "?") for end in ends)
     if operation.is_active:
         return f"{route}, {params.get('progress', 0):.0%}"
     if params.get("downtime_ms") is not None:
@@ -380,7 +386,8 @@ class NodeWithStraysAdmin(NodeAdmin):
                 .select_related("vm")
                 .order_by("-created_at")[:10]
             )
-            extra["move_rows"] = [(move, operation_detail(move)) for move in extra["moves"]]
+            names = dict(Node.objects.values_list("pk", "name"))
+            extra["move_rows"] = [(move, operation_detail(move, names)) for move in extra["moves"]]
         return super().change_view(request, object_id, form_url, {**extra, **(extra_context or {})})
 
     def stray_view(self, request, object_id, action):

@@ -39,7 +39,6 @@ from .conftest import (
     fill_create_form,
     guest_view,
     nudge_serial_port,
-    wait_for_js,
 )
 from .test_vm_lifecycle import (
     TERMINAL_TEXT,
@@ -47,6 +46,7 @@ from .test_vm_lifecycle import (
     log_in_on_serial,
     reconnect_serial,
     serial_command,
+    wait_for_more,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
@@ -158,7 +158,6 @@ class Spoofing:
 
 
 ANSWER = "done-42"
-ANSWERED = f"([e, n]) => {TERMINAL_TEXT}.split(e).length - 1 > n"
 
 
 def serial_shell(page, panel_server, vm):
@@ -166,11 +165,11 @@ def serial_shell(page, panel_server, vm):
     page.goto(f"{panel_server}/vms/{vm.uuid}/serial/")
     page.wait_for_selector("#console-status[data-status='connected']", timeout=20_000)
     page.locator("#terminal").click()
-    log_in_on_serial(page, "debian", PASSWORD)
+    log_in_on_serial(page, "debian", PASSWORD, vm=vm)
 
     def answered_since(seen: int) -> bool:
         try:
-            wait_for_js(page, ANSWERED, [ANSWER, seen], timeout=60_000)
+            wait_for_more(page, ANSWER, seen)
             return True
         except AssertionError:
             return False
